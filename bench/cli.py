@@ -1,0 +1,225 @@
+"""The ``bench`` command. Heavy imports (torch) live inside command bodies so ``bench --help`` is instant."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+import click
+
+SPLIT_CHOICES = ("test", "train", "all")
+
+
+def user_errors(fn):
+    """Turn the harness's user-facing errors into clean messages: 2 for usage errors, 1 otherwise."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from bench.config import ConfigError
+        from bench.datasets.base import DatasetError
+        from bench.registry import UnknownName
+        from bench.train import CheckpointError, TrainingDiverged
+
+        try:
+            return fn(*args, **kwargs)
+        except UnknownName as exc:
+            raise click.UsageError(str(exc)) from None
+        except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def common_run_options(fn):
+    opts = [
+        click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
+        click.option("--root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (default: $BENCH_DATA/<name>)."),
+        click.option("--recipe", "size", type=click.Choice(["cpu", "gpu"]), default=None, help="Recipe size [default: gpu on CUDA, else cpu]."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. train.lr=3e-4 or params.width=64."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default=None, help="cuda, cuda:1, mps or cpu [default: the best available]."),
+        click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive]."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress):
+    from bench.config import parse_overrides
+    from bench.datasets import DATASETS
+    from bench.runner import RunSpec
+
+    DATASETS.get(dataset)  # unknown names fail here, before any work
+    if size is None:
+        import torch
+
+        size = "gpu" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
+    return RunSpec(
+        dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
+        device=device, results=ctx.obj["results"], progress=progress,
+    )
+
+
+def split_names(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--results", type=click.Path(file_okay=False), default=None, help="Results folder [default: $BENCH_RESULTS or ./results].")
+@click.version_option(package_name="colorbench")
+@click.pass_context
+def main(ctx: click.Context, results: str | None) -> None:
+    """colorbench: train, score and compare image colourisation methods side by side."""
+    ctx.ensure_object(dict)
+    ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(["methods", "datasets", "metrics"]), default="methods")
+@user_errors
+def list_cmd(what: str) -> None:
+    """List registered methods, datasets or metrics with a one-line description."""
+    rows: list[tuple[str, str]] = []
+    if what == "methods":
+        from bench.config import load_recipe, method_names
+
+        for name in method_names():
+            r = load_recipe(name)
+            kind = "no training" if not r.trainable else f"{r.training} recipe"
+            rows.append((name, f"{r.description or r.adapter} [{r.adapter}; {kind}]"))
+    elif what == "datasets":
+        from bench.datasets import DATASETS
+
+        rows = [(e.name, e.description + ("" if e.source == "builtin" else f" (plugin: {e.source})")) for e in DATASETS.entries()]
+    else:
+        from bench.metrics import METRICS
+
+        for e in METRICS.entries():
+            ok, why = e.obj().available()
+            arrow = "higher is better" if e.obj.higher_is_better else "lower is better"
+            rows.append((e.name, f"{e.description} ({arrow})" + ("" if ok else f" [unavailable: {why}]")))
+    width = max((len(n) for n, _ in rows), default=0)
+    for name, desc in rows:
+        click.echo(f"{name:<{width}}  {desc}")
+
+
+@main.command()
+@click.option("--method", "-m", required=True, help="Method name (bench list methods).")
+@common_run_options
+@click.option("--resume/--restart", default=True, show_default=True, help="Resume from the run's checkpoint, or start over.")
+@click.pass_context
+@user_errors
+def train(ctx, method, dataset, root, size, overrides, seed, device, progress, resume) -> None:
+    """Train one method on a dataset's train split (resumes an interrupted run)."""
+    from bench.runner import train_one
+
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    spec.recipe(method)
+    out = train_one(spec, method, resume=resume)
+    _echo_outcome(method, out)
+
+
+def _echo_outcome(method: str, out) -> None:
+    if out.status == "untrained":
+        click.echo(f"{method}: needs no training")
+    elif out.status == "skipped":
+        click.echo(f"{method}: already trained ({out.run_dir})")
+    else:
+        click.echo(f"{method}: trained {out.steps} steps in {out.seconds:.1f}s ({out.images_per_s or 0:.1f} img/s) -> {out.run_dir}")
+
+
+@main.command("train-all")
+@click.option("--methods", default=None, help="Comma-separated subset [default: every method that needs training].")
+@common_run_options
+@click.pass_context
+@user_errors
+def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progress) -> None:
+    """Train every method that needs training; skip the trained, resume the interrupted."""
+    from bench.config import method_names
+    from bench.runner import train_one
+
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    names = split_names(methods) or method_names()
+    recipes = {n: spec.recipe(n) for n in names}
+    failed = []
+    for name, recipe in recipes.items():
+        if not recipe.trainable:
+            continue
+        try:
+            _echo_outcome(name, train_one(spec, name))
+        except Exception as exc:  # one broken method must not stop the others; it is reported and fails the command
+            failed.append(name)
+            click.echo(f"{name}: FAILED: {type(exc).__name__}: {exc}", err=True)
+    if failed:
+        raise click.ClickException(f"training failed for: {', '.join(failed)}")
+
+
+@main.command()
+@click.option("--methods", "-m", default="gray,kmeans32", show_default=True, help="Comma-separated method names.")
+@common_run_options
+@click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True, help="Split(s) to evaluate.")
+@click.option("--metrics", "metric_names", default="psnr,ssim", show_default=True, help="Comma-separated metric names.")
+@click.pass_context
+@user_errors
+def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, split, metric_names) -> None:
+    """Train what is missing, evaluate, write results and print a table."""
+    from bench.metrics import METRICS
+    from bench.runner import evaluate_one, record_failure, train_one
+
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    names = split_names(methods)
+    if not names:
+        raise click.UsageError("--methods is empty")
+    metrics = split_names(metric_names)
+    for m in metrics:
+        METRICS.get(m)
+    for n in names:
+        spec.recipe(n)  # every name and recipe is checked before any work starts
+    splits = ["train", "test"] if split == "all" else [split]
+    results, failed = [], []
+    for name in names:
+        try:
+            outcome = train_one(spec, name)
+        except Exception as exc:
+            failed.append(name)
+            click.echo(f"{name}: training FAILED: {type(exc).__name__}: {exc}", err=True)
+            for s in splits:
+                record_failure(spec, name, s, exc)
+            continue
+        for s in splits:
+            try:
+                results.append(evaluate_one(spec, name, s, metrics, outcome))
+            except Exception as exc:
+                failed.append(name)
+                click.echo(f"{name}: evaluation on {s} FAILED: {type(exc).__name__}: {exc}", err=True)
+    click.echo(format_table(results, metrics))
+    if failed:
+        raise click.ClickException(f"failed: {', '.join(sorted(set(failed)))} (see the result files under {spec.results})")
+
+
+def format_table(results: list[dict], metrics: list[str]) -> str:
+    """A plain-text leaderboard of what this invocation produced."""
+    if not results:
+        return "(no results)"
+    from bench.metrics import METRICS
+
+    head = ["method", "dataset", "split", "n"] + [f"{m} {'↑' if METRICS.get(m).higher_is_better else '↓'}" for m in metrics] + ["train s"]
+    rows = []
+    for r in results:
+        vals = [r["method"], r["dataset"]["name"], r["split"], str(r.get("n_images", ""))]
+        for m in metrics:
+            v = r.get("metrics", {}).get(m, {}).get("mean")
+            vals.append("n/a" if v is None else f"{v:.4f}")
+        t = (r.get("train") or {}).get("seconds")
+        vals.append("-" if t is None else f"{t:.0f}")
+        rows.append(vals)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Recipes: YAML -> frozen dataclasses. Unknown keys are errors that name the file; CLI > YAML > defaults.
+
+A method recipe (``methods/<name>.yaml``) names an adapter, the adapter's hyper-parameters (checked
+against the adapter's own ``Params`` dataclass), a shared training recipe (``methods/training/<name>.yaml``:
+loop and optimiser defaults shared by every method that uses it) and per-size overrides (``cpu``, ``gpu``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+SIZES = ("cpu", "gpu")
+
+
+class ConfigError(ValueError):
+    """A recipe or override that cannot be used; the message names the file and the fix."""
+
+
+def project_root() -> Path:
+    """The checkout the package runs from (recipes live beside the package, not inside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def recipes_dir() -> Path:
+    return Path(os.environ.get("BENCH_RECIPES", project_root() / "methods"))
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("BENCH_CARDS", project_root() / "datasets"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the shared training loop needs; optimiser fields are read by the adapters."""
+
+    steps: int = 200
+    batch_size: int = 16
+    image_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    log_every: int = 10
+    ckpt_every: int = 100
+    amp: bool = True  # bf16/fp16 autocast; only ever enabled on CUDA
+    channels_last: bool = True
+    compile: bool = False
+    num_workers: int = 0
+    prepare_images: int = 64  # training crops shown to Method.prepare (palettes, priors)
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    name: str
+    adapter: str
+    description: str
+    training: str | None  # shared training recipe, None for methods that need no training
+    size: str
+    params: Any  # the adapter's Params dataclass instance
+    train: TrainConfig
+    source: str = ""  # the YAML file this came from
+
+    @property
+    def trainable(self) -> bool:
+        return self.training is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able form; the identity hash is taken over this (minus ``source``)."""
+        return {
+            "name": self.name,
+            "adapter": self.adapter,
+            "training": self.training,
+            "size": self.size,
+            "params": to_plain(self.params),
+            "train": to_plain(self.train),
+        }
+
+
+def to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(x) for x in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed construction
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML/CLI value to a dataclass field's annotated type, or raise naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: cannot use {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(coerce(v, a, where) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return origin(coerce(v, inner, where) for v in value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            out = tp(value)  # YAML reads "1e-3" as a string: float("1e-3") is what the user meant
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and out != value:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def build_dataclass(cls: type, data: Mapping[str, Any] | None, where: str, base: Any = None) -> Any:
+    """``cls(**data)`` with every value coerced to its field type; unknown keys are errors."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
+    values = {k: coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.lr=3e-4")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Files
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+RECIPE_KEYS = {"name", "adapter", "description", "training", "params", "sizes"}
+
+
+def load_training(name: str) -> dict[str, Any]:
+    path = recipes_dir() / "training" / f"{name}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in (recipes_dir() / "training").glob("*.yaml"))
+        raise ConfigError(f"no shared training recipe {name!r} at {path}; choices: {', '.join(choices)}")
+    data = read_yaml(path)
+    build_dataclass(TrainConfig, data, str(path))  # validates keys and types early
+    return data
+
+
+def method_names() -> list[str]:
+    """Every method a user can name: recipe files plus adapters of plugins that carry their own recipe."""
+    from bench.methods import METHODS
+
+    names = {p.stem for p in recipes_dir().glob("*.yaml")}
+    names.update(n for n in METHODS.names() if getattr(METHODS.get(n), "recipe", None) is not None)
+    return sorted(names)
+
+
+def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | None = None) -> MethodRecipe:
+    """The recipe of method ``name`` at ``size``, with ``overrides`` (``train.lr=3e-4``, ``params.width=64``)."""
+    from bench.methods import METHODS
+    from bench.registry import UnknownName
+
+    if size not in SIZES:
+        raise ConfigError(f"unknown recipe size {size!r}; choices: {', '.join(SIZES)}")
+    path = recipes_dir() / f"{name}.yaml"
+    if path.exists():
+        data, where = read_yaml(path), str(path)
+    elif name in METHODS and getattr(METHODS.get(name), "recipe", None) is not None:
+        data, where = dict(METHODS.get(name).recipe), f"recipe of plugin method {name!r}"
+    else:
+        raise UnknownName("method", name, method_names())
+    unknown = sorted(set(data) - RECIPE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(RECIPE_KEYS))}")
+    adapter_name = data.get("adapter", name)
+    try:
+        adapter = METHODS.get(adapter_name)
+    except UnknownName as exc:
+        raise ConfigError(f"{where}: adapter: {exc}") from None
+
+    training = data.get("training")
+    train_data: dict[str, Any] = load_training(training) if training else {}
+    sizes = data.get("sizes") or {}
+    if not isinstance(sizes, dict) or set(sizes) - set(SIZES):
+        raise ConfigError(f"{where}: sizes must be a mapping with keys among {', '.join(SIZES)}")
+    train_data.update(sizes.get(size) or {})
+    params_data = dict(data.get("params") or {})
+
+    for key, value in (overrides or {}).items():
+        section, _, leaf = key.rpartition(".")
+        if section not in ("", "train", "params"):
+            raise ConfigError(f"--set {key}: the key must be train.<field> or params.<field>")
+        train_fields = {f.name for f in fields(TrainConfig)}
+        param_fields = {f.name for f in fields(adapter.Params)}
+        if section == "train" or (section == "" and leaf in train_fields):
+            if leaf not in train_fields:
+                raise ConfigError(f"--set {key}: TrainConfig has no field {leaf!r}; fields: {', '.join(sorted(train_fields))}")
+            train_data[leaf] = value
+        elif leaf in param_fields:
+            params_data[leaf] = value
+        else:
+            raise ConfigError(
+                f"--set {key}: neither the training config nor {adapter_name}'s params have {leaf!r}; "
+                f"params: {', '.join(sorted(param_fields)) or '(none)'}"
+            )
+    train = build_dataclass(TrainConfig, train_data, f"{where}: sizes.{size}")
+    params = build_dataclass(adapter.Params, params_data, f"{where}: params")
+    return MethodRecipe(
+        name=str(data.get("name", name)),
+        adapter=adapter_name,
+        description=str(data.get("description", "")),
+        training=training,
+        size=size,
+        params=params,
+        train=train,
+        source=where,
+    )
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """``datasets/<name>.yaml``: where the data comes from and how it is evaluated."""
+
+    name: str
+    description: str = ""
+    source: str = ""
+    licence: str = ""
+    citation: str = ""
+    splits: Mapping[str, Any] = field(default_factory=dict)
+    eval: Mapping[str, Any] = field(default_factory=dict)  # the evaluation protocol, recorded in results
+    extra: Mapping[str, Any] = field(default_factory=dict)  # loader-specific settings
+
+    @classmethod
+    def load(cls, name: str) -> "DatasetCard":
+        path = datasets_dir() / f"{name}.yaml"
+        if not path.exists():
+            return cls(name=name)
+        data = read_yaml(path)
+        data.setdefault("name", name)
+        return build_dataclass(cls, data, str(path))

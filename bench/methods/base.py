@@ -1,0 +1,68 @@
+"""The method interface: what an adapter gives the shared training loop, and nothing more.
+
+A method holds its networks (an ``nn.Module``), builds its optimisers, and turns one batch into a
+sequence of :class:`Update` s (one per optimiser step: a supervised method yields one, a GAN yields a
+discriminator step then a generator step). The trainer owns device, precision, seeding, logging,
+checkpoints and resume: it zeroes the gradients, runs backward and steps the named optimiser for each
+update before asking the method for the next one, so alternating steps see each other's results.
+
+Lab convention at this boundary: ``L`` is (B, 1, H, W) in [0, 100] and ``ab`` (B, 2, H, W) in Lab units;
+each method normalises internally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without hyper-parameters."""
+
+
+@dataclass
+class Update:
+    """One optimiser step: minimise ``loss`` with optimiser ``optimizer``; ``logs`` are detached scalars."""
+
+    optimizer: str
+    loss: Tensor
+    logs: Mapping[str, Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every method adapter (built-in or plugin)."""
+
+    Params: ClassVar[type] = NoParams
+    #: False for methods with nothing to learn (``gray``): the trainer skips them.
+    needs_training: ClassVar[bool] = True
+    #: A plugin without a YAML file may carry its recipe here (same keys as ``methods/*.yaml``).
+    recipe: ClassVar[Mapping[str, Any] | None] = None
+
+    def __init__(self, params: Any, train: TrainConfig):
+        super().__init__()
+        self.params = params
+        self.train_cfg = train
+
+    def prepare(self, lab_batches: Iterable[Tensor]) -> None:
+        """Fit what comes from the training data before the first step (palettes, priors). Default: nothing."""
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        t = self.train_cfg
+        return {"main": torch.optim.Adam(self.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)}
+
+    def training_step(self, L: Tensor, ab: Tensor, step: int) -> Iterator[Update]:
+        raise NotImplementedError(f"{type(self).__name__} needs training but defines no training_step")
+
+    def predict_ab(self, L: Tensor) -> Tensor:
+        """(B,1,H,W) L in [0,100] -> (B,2,H,W) ab. Called under ``torch.no_grad`` in eval mode."""
+        raise NotImplementedError(f"{type(self).__name__} defines no predict_ab")
+
+    def extra_info(self) -> dict[str, Any]:
+        """Facts about this instance worth recording in result files (e.g. pretrained weights used)."""
+        return {}

@@ -1,0 +1,118 @@
+"""Orchestration behind the CLI: train what is missing, evaluate, write results (failures included)."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from bench.config import MethodRecipe, load_recipe
+from bench.datasets import DATASETS, ImageSet
+from bench.datasets.io import write_png
+from bench.datasets.views import EvalView
+from bench.evaluate import evaluate
+from bench.metrics import build_metrics
+from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, write_csv_atomic, write_json_atomic
+from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one ``bench train``/``run`` invocation applies to every method."""
+
+    dataset: str
+    root: str | None = None
+    seed: int = 0
+    size: str = "cpu"
+    overrides: tuple[tuple[str, str], ...] = ()
+    device: str | None = None
+    results: Path = Path("results")
+    progress: bool | None = None
+
+    def recipe(self, method: str) -> MethodRecipe:
+        return load_recipe(method, self.size, dict(self.overrides))
+
+    def images(self, split: str) -> ImageSet:
+        return DATASETS.get(self.dataset)(split, self.root)
+
+
+def train_one(spec: RunSpec, method: str, resume: bool = True) -> TrainOutcome:
+    recipe = spec.recipe(method)
+    return train(
+        recipe, spec.images("train"), results=spec.results, seed=spec.seed,
+        device=pick_device(spec.device), resume=resume, progress=spec.progress,
+    )
+
+
+def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[str], outcome: TrainOutcome) -> dict[str, Any]:
+    """Evaluate a trained (or training-free) method on ``split`` and write its result files."""
+    recipe = spec.recipe(method)
+    device = pick_device(spec.device)
+    images = spec.images(split)
+    json_path, csv_path, samples_dir = eval_paths(spec.results, recipe.name, images.name, split, spec.seed)
+    base: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "method": recipe.name,
+        "adapter": recipe.adapter,
+        "dataset": images.identity(),
+        "split": split,
+        "seed": spec.seed,
+        "recipe": recipe.to_dict(),
+        "environment": environment(str(device)),
+        "created": now(),
+    }
+    train_meta = read_json(outcome.run_dir / TRAIN_JSON) if (outcome.run_dir / TRAIN_JSON).exists() else None
+    if train_meta is not None:
+        base["train"] = {
+            "run_dir": str(outcome.run_dir),
+            "identity_hash": train_meta.get("identity_hash"),
+            "steps": train_meta.get("steps"),
+            "seconds": train_meta.get("seconds"),
+            "images_per_s": train_meta.get("images_per_s"),
+            "method_info": train_meta.get("method_info", {}),
+        }
+    else:
+        base["train"] = None
+    metrics = build_metrics(list(metric_names))
+    t0 = time.perf_counter()
+    try:
+        method = load_trained(recipe, outcome.run_dir, device)
+        view = EvalView(images, images.card.eval)
+        result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress)
+    except Exception as exc:
+        base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
+                    seconds=round(time.perf_counter() - t0, 3))
+        write_json_atomic(json_path, base)
+        raise
+    base.update(
+        status="ok",
+        metrics=result.aggregates,
+        n_images=len(result.rows),
+        per_image_file=csv_path.name,
+        timings={"eval_seconds": round(result.seconds, 3), "images_per_s": round(len(result.rows) / max(result.seconds, 1e-9), 2)},
+        method_info=method.extra_info(),
+    )
+    write_csv_atomic(csv_path, result.rows)
+    for k, (item, pred, _) in enumerate(result.samples):
+        write_png(samples_dir / f"{k:02d}.png", pred)
+    ref_dir = json_path.parent / "_reference"
+    for k, (item, _, truth) in enumerate(result.samples):
+        if not (ref_dir / f"{k:02d}.png").exists():
+            write_png(ref_dir / f"{k:02d}.png", truth)
+    base["samples"] = [{"file": f"{samples_dir.name}/{k:02d}.png", "id": item} for k, (item, _, _) in enumerate(result.samples)]
+    write_json_atomic(json_path, base)
+    return base
+
+
+def record_failure(spec: RunSpec, method: str, split: str, exc: BaseException) -> None:
+    """A method that failed to train still leaves a result file saying so (not a silent gap)."""
+    json_path, _, _ = eval_paths(spec.results, method, spec.dataset, split, spec.seed)
+    write_json_atomic(json_path, {
+        "schema_version": SCHEMA_VERSION, "method": method, "dataset": {"name": spec.dataset}, "split": split,
+        "seed": spec.seed, "status": "failed", "stage": "train", "error": f"{type(exc).__name__}: {exc}",
+        "environment": environment(spec.device), "created": now(),
+    })

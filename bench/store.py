@@ -1,0 +1,155 @@
+"""Results on disk: atomic writes, ``schema_version``, identity hashes, per-image rows.
+
+Layout under the results root (``--results``, ``$BENCH_RESULTS``, default ``./results``)::
+
+    train/<method>/<dataset>-s<seed>-<id10>/   checkpoint.pt, losses.csv, train.json
+    eval/<dataset>/<split>/<method>-s<seed>.json  (+ .csv per-image rows, + -samples/ a few outputs)
+
+Reports and checks read these files only; they never recompute a metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA_VERSION = 1
+
+
+def results_root(root: str | os.PathLike | None = None) -> Path:
+    return Path(root or os.environ.get("BENCH_RESULTS", "results"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no inf/nan: refuse them loudly instead of writing invalid files."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise ValueError(f"refusing to write non-finite value {obj!r} to a result file (cap it or record null)")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(_finite(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_csv_atomic(path: Path, frame: Any) -> None:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, float_format="%.6f")
+    write_text_atomic(path, buf.getvalue())
+
+
+def short_hash(obj: Any, n: int = 10) -> str:
+    from bench.config import canonical_json
+
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def code_version() -> str:
+    """The package version: bumping it is how a change that invalidates trained artefacts says so."""
+    from bench import __version__
+
+    return __version__
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def environment(device: str | None = None) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    from bench import __version__
+
+    env = {
+        "colorbench": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    if device and device.startswith("cuda") and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def train_identity(recipe_dict: dict, dataset_identity: dict, seed: int) -> dict[str, Any]:
+    return {"recipe": recipe_dict, "dataset": dataset_identity, "seed": seed, "code_version": code_version()}
+
+
+def train_dir(root: Path, method: str, dataset: str, seed: int, identity: dict) -> Path:
+    return root / "train" / method / f"{dataset}-s{seed}-{short_hash(identity)}"
+
+
+def eval_paths(root: Path, method: str, dataset: str, split: str, seed: int) -> tuple[Path, Path, Path]:
+    base = root / "eval" / dataset / split / f"{method}-s{seed}"
+    return base.with_suffix(".json"), base.with_suffix(".csv"), base.parent / f"{base.name}-samples"
+
+
+def iter_results(root: Path) -> Iterator[tuple[Path, dict]]:
+    """Every evaluation result JSON under ``root`` (unreadable files raise, naming the file)."""
+    for path in sorted((root / "eval").glob("*/*/*.json")):
+        try:
+            yield path, read_json(path)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable result file ({exc}); delete it or re-run the evaluation") from None

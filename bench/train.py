@@ -1,0 +1,364 @@
+"""The one training loop for every method.
+
+The trainer owns device, precision, seeding, logging, checkpoints and resume; a method only turns a batch
+into optimiser updates (see :mod:`bench.methods.base`). Resume is bit-identical on CPU because the data
+stream is a pure function of (seed, sample number) and checkpoints hold weights, optimisers, the AMP
+scaler, the step and every RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from bench.color import rgb_to_lab
+from bench.config import MethodRecipe
+from bench.datasets.base import ImageSet
+from bench.datasets.views import TrainCrops
+from bench.methods import METHODS, Method
+from bench.store import environment, now, read_json, short_hash, train_dir, train_identity, write_json_atomic, atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+TRAIN_JSON = "train.json"
+LOSSES = "losses.csv"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` if given, else CUDA, then Apple's MPS, then CPU."""
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_method(recipe: MethodRecipe) -> Method:
+    return METHODS.get(recipe.adapter)(recipe.params, recipe.train)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": [int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_meta"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "identity": identity_hash,
+        "step": step,
+        "model": method.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint file can never run code."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint; train the method first (bench train ...)") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable colorbench checkpoint ({exc}); delete it and retrain") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format; delete it and retrain")
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    status: str  # "done", "skipped" (already trained), "untrained" (method needs no training)
+    steps: int = 0
+    seconds: float = 0.0
+    images_per_s: float | None = None
+
+
+class LossLog:
+    """``losses.csv``: one row per log interval, appended and flushed so a crash loses at most one row."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.fields: list[str] | None = None
+        if resume_step > 0 and path.exists():  # keep only rows the resumed weights have seen
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+            if rows:
+                self.fields = list(rows[0])
+                with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, self.fields)
+                    w.writeheader()
+                    w.writerows(rows)
+        elif path.exists():
+            path.unlink()
+
+    def write(self, row: dict[str, Any]) -> None:
+        new = not self.path.exists()
+        if self.fields is None:
+            self.fields = list(row)
+        with open(self.path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def autocast_for(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
+    """bf16 autocast where supported (no scaler needed), fp16 with a GradScaler otherwise; CUDA only."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext, None
+    if torch.cuda.is_bf16_supported():
+        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+
+
+def run_identity(recipe: MethodRecipe, data: ImageSet, seed: int) -> dict[str, Any]:
+    return train_identity(recipe.to_dict(), data.identity(), seed)
+
+
+def run_dir_for(results: Path, recipe: MethodRecipe, data: ImageSet, seed: int) -> Path:
+    return train_dir(results, recipe.name, data.name, seed, run_identity(recipe, data, seed))
+
+
+def is_trained(run_dir: Path) -> bool:
+    meta = run_dir / TRAIN_JSON
+    return meta.exists() and (run_dir / CHECKPOINT).exists() and read_json(meta).get("status") == "done"
+
+
+def train(
+    recipe: MethodRecipe,
+    data: ImageSet,
+    *,
+    results: Path,
+    seed: int = 0,
+    device: torch.device | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+) -> TrainOutcome:
+    """Train ``recipe`` on ``data`` (the train split) into its run folder, resuming if a checkpoint exists."""
+    device = device or pick_device()
+    identity = run_identity(recipe, data, seed)
+    ident_hash = short_hash(identity, 64)
+    run_dir = train_dir(results, recipe.name, data.name, seed, identity)
+    if not recipe.trainable or not METHODS.get(recipe.adapter).needs_training:
+        return TrainOutcome(run_dir, "untrained")
+    if is_trained(run_dir):
+        return TrainOutcome(run_dir, "skipped", recipe.train.steps)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = recipe.train
+    ckpt_path = run_dir / CHECKPOINT
+
+    method = build_method(recipe).to(device)
+    optimizers = method.configure_optimizers()
+    autocast, scaler = autocast_for(device, cfg.amp)
+    start = 0
+    seed_everything(seed, device)
+    crops = TrainCrops(data, cfg.image_size, seed, resize_to=data.card.extra.get("train_resize_short"))
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, device)
+        if ckpt["identity"] != ident_hash:
+            raise CheckpointError(f"{ckpt_path}: belongs to another configuration; delete the folder {run_dir}")
+        method.load_state_dict(ckpt["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        if scaler is not None and ckpt["scaler"] is not None:
+            scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        start = int(ckpt["step"])
+    else:
+        # A separate stream of crops (negative sample numbers) so preparation never shifts training data.
+        n = cfg.prepare_images
+        with torch.no_grad():
+            batches = [
+                rgb_to_lab(torch.stack([crops[-1 - k] for k in range(i, min(i + cfg.batch_size, n))]).to(device))
+                for i in range(0, n, cfg.batch_size)
+            ]
+            method.prepare(batches)
+        del batches
+
+    meta = {
+        "schema_version": 1,
+        "status": "running",
+        "method": recipe.name,
+        "dataset": data.identity(),
+        "seed": seed,
+        "identity": identity,
+        "identity_hash": ident_hash,
+        "recipe": recipe.to_dict(),
+        "recipe_source": recipe.source,
+        "environment": environment(str(device)),
+        "started": now(),
+        "resumed_from_step": start,
+        "method_info": method.extra_info(),
+    }
+    write_json_atomic(run_dir / TRAIN_JSON, meta)
+    log = LossLog(run_dir / LOSSES, start)
+
+    loader = DataLoader(
+        crops,
+        batch_size=cfg.batch_size,
+        sampler=range(start * cfg.batch_size, cfg.steps * cfg.batch_size),
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        drop_last=True,
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _progress(cfg.steps, start, recipe.name, show)
+    method.train()
+    sums: dict[str, torch.Tensor] = {}
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    last_good = start if ckpt_path.exists() else None
+    t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
+    step = start
+    try:
+        for step, rgb in enumerate(loader, start):
+            rgb = rgb.to(device, non_blocking=True)
+            with torch.no_grad():
+                lab = rgb_to_lab(rgb)
+            L, ab = lab[:, :1], lab[:, 1:]
+            if cfg.channels_last:
+                L = L.contiguous(memory_format=torch.channels_last)
+            for upd in _updates(method.training_step(L, ab, step), autocast):
+                opt = optimizers[upd.optimizer]
+                opt.zero_grad(set_to_none=True)
+                (scaler.scale(upd.loss) if scaler else upd.loss).backward()
+                if cfg.grad_clip:
+                    if scaler:
+                        scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+                scaler.step(opt) if scaler else opt.step()
+                bad |= ~torch.isfinite(upd.loss.detach())
+                for k, v in {f"loss_{upd.optimizer}": upd.loss.detach(), **upd.logs}.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+            if scaler:
+                scaler.update()
+            n_window += 1
+            done = step + 1
+            at_log = done % cfg.log_every == 0 or done == cfg.steps
+            at_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
+            if device.type == "cpu" or at_log or at_ckpt:  # a sync per step only where it is free
+                if bool(bad):
+                    where = f"at step {done}" if device.type == "cpu" else f"between steps {done - n_window + 1} and {done}"
+                    kept = f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None else "no checkpoint was written yet"
+                    raise TrainingDiverged(
+                        f"{recipe.name}: the loss became NaN or inf {where}; {kept}. "
+                        "Lower the learning rate (--set train.lr=...) or enable gradient clipping (--set train.grad_clip=1.0)."
+                    )
+            if at_log:
+                dt = time.perf_counter() - t_window
+                ips = n_window * cfg.batch_size / max(dt, 1e-9)
+                row = {"step": done, **{k: round(float(v) / n_window, 6) for k, v in sums.items()}, "images_per_s": round(ips, 2)}
+                log.write(row)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{ips:.1f}"})
+                sums, t_window, n_window = {}, time.perf_counter(), 0
+            if at_ckpt:
+                save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash)
+                last_good = done
+            if bar is not None:
+                bar.update(1)
+    except BaseException as exc:
+        meta.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=f"{type(exc).__name__}: {exc}", ended=now())
+        write_json_atomic(run_dir / TRAIN_JSON, meta)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    trained = cfg.steps - start
+    ips = trained * cfg.batch_size / seconds if trained else None
+    meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now())
+    write_json_atomic(run_dir / TRAIN_JSON, meta)
+    return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips)
+
+
+def _updates(steps: Iterator, autocast: Any) -> Iterator:
+    """Advance the method's update generator under autocast; backward and the step happen outside it."""
+    while True:
+        with autocast():
+            upd = next(steps, None)
+        if upd is None:
+            return
+        yield upd
+
+
+def _progress(total: int, initial: int, name: str, show: bool):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True, mininterval=0.5)
+
+
+def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> Method:
+    """The trained method in eval mode (or a fresh one for methods that need no training)."""
+    method = build_method(recipe)
+    if recipe.trainable and type(method).needs_training:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
+        method.load_state_dict(ckpt["model"])
+    return method.to(device).eval()
