@@ -73,6 +73,9 @@ def split_names(text: str | None) -> list[str]:
 @click.pass_context
 def main(ctx: click.Context, results: str | None) -> None:
     """colorbench: train, score and compare image colourisation methods side by side."""
+    from bench.sysutil import keep_freed_memory
+
+    keep_freed_memory()
     ctx.ensure_object(dict)
     ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
 

@@ -2,9 +2,10 @@
 
 Every colorization method here predicts ab from L, and every metric and saved image goes back to sRGB,
 so the conversion must be the one the field uses: ``skimage.color.rgb2lab`` / ``lab2rgb``. We copy its
-constants, not the exact CIE ones: the 0.04045 / 0.0031308 sRGB thresholds, sRGB's 4-digit matrix, the
-white (0.95047, 1, 1.08883), and the f(t) knee at 0.008856 with slope 7.787 (CIE's exact 216/24389 and
-841/108 differ in the 4th digit). Agreement with skimage 0.26 is tested to 1e-3 (see tests/test_color.py).
+constants, not the exact CIE ones: the 0.04045 / 0.0031308 sRGB thresholds, its rounded sRGB -> XYZ
+matrix, the white (0.95047, 1, 1.08883), and the f(t) knee at 0.008856 with slope 7.787 (CIE's exact
+216/24389 = 0.0088565 and 841/108 = 7.78704 would move dark colours by up to 1.6e-4 in Lab).
+Agreement with skimage 0.26 is tested to 1e-3 (see tests/test_color.py).
 
 Images are channel-first: (..., 3, H, W), channel dim -3. No numpy, no data-dependent Python control flow,
 so the functions run on any device, under autograd (the pow branches are clamped, so no NaN gradients

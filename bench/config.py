@@ -161,11 +161,9 @@ def build_dataclass(cls: type, data: Mapping[str, Any] | None, where: str, base:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(names)}")
     values = {k: coerce(v, hints[k], f"{where}: {k}") for k, v in data.items()}
-    if base is not None:
-        return dataclasses.replace(base, **values)
     try:
-        return cls(**values)
-    except TypeError as exc:
+        return dataclasses.replace(base, **values) if base is not None else cls(**values)
+    except (TypeError, ValueError) as exc:  # missing fields, or a Params.__post_init__ check
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -260,9 +258,9 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         if section == "train" or (section == "" and leaf in train_fields):
             if leaf not in train_fields:
                 raise ConfigError(f"--set {key}: TrainConfig has no field {leaf!r}; fields: {', '.join(sorted(train_fields))}")
-            train_data[leaf] = value
+            train_data[leaf] = coerce(value, typing.get_type_hints(TrainConfig)[leaf], f"--set {key}")
         elif leaf in param_fields:
-            params_data[leaf] = value
+            params_data[leaf] = coerce(value, typing.get_type_hints(adapter.Params)[leaf], f"--set {key}")
         else:
             raise ConfigError(
                 f"--set {key}: neither the training config nor {adapter_name}'s params have {leaf!r}; "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import random
 import sys
 import time
@@ -211,11 +210,11 @@ def train(
     cfg = recipe.train
     ckpt_path = run_dir / CHECKPOINT
 
+    seed_everything(seed, device)  # before the networks are built: their initial weights are drawn here
     method = build_method(recipe).to(device)
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
-    seed_everything(seed, device)
     crops = TrainCrops(data, cfg.image_size, seed, resize_to=data.card.extra.get("train_resize_short"))
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, device)

@@ -4,13 +4,17 @@ arrive through the ``colorbench.datasets`` entry-point group."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from bench.datasets.base import BadImage, DatasetError, DatasetNotFound, ImageSet
 from bench.registry import Registry
 
 DATASETS: Registry[type[ImageSet]] = Registry("dataset", "colorbench.datasets", base=ImageSet)
 
-for _name in ("samples", "folder"):
-    importlib.import_module(f"bench.datasets.{_name}")
+# Every module here except the shared ones is a loader that registers itself.
+_SHARED = {"base", "io", "views"}
+for _mod in pkgutil.iter_modules(__path__):
+    if not _mod.name.startswith("_") and _mod.name not in _SHARED:
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["DATASETS", "BadImage", "DatasetError", "DatasetNotFound", "ImageSet"]

@@ -5,14 +5,16 @@ subclass, or a module that registers its classes itself)."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from bench.methods.base import Method, NoParams, Update
 from bench.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method", "colorbench.methods", base=Method)
 
-_BUILTIN = ("gray", "kmeans_cnn")
-for _name in _BUILTIN:
-    importlib.import_module(f"bench.methods.{_name}")
+# Every module in this package is an adapter that registers itself (helpers start with "_" or "base").
+for _mod in pkgutil.iter_modules(__path__):
+    if not _mod.name.startswith("_") and _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["METHODS", "Method", "NoParams", "Update"]

@@ -2,7 +2,8 @@
 
 Colourisation as classification, in the spirit of Zhang et al. 2016 but with a palette fitted to the
 training split by k-means instead of a fixed gamut grid, a small encoder-decoder CNN instead of VGG,
-plain cross-entropy on the nearest palette entry (no soft encoding, no rebalancing), and arg-max decoding.
+plain cross-entropy on the nearest palette entry (no soft encoding, no rebalancing). Decoding is Zhang's
+annealed mean over the palette (temperature 0.38) by default, or the arg-max palette colour.
 It is the cheapest learned method here: a sanity check that the harness learns anything at all.
 """
 
@@ -26,6 +27,14 @@ class KMeansParams:
     width: int = 32
     kmeans_iters: int = 30
     kmeans_pixels: int = 200_000  # ab samples the palette is fitted on
+    decode: str = "annealed"  # "annealed" (Zhang's annealed mean) or "argmax"
+    temperature: float = 0.38
+
+    def __post_init__(self):
+        if self.decode not in ("annealed", "argmax"):
+            raise ValueError(f"decode must be 'annealed' or 'argmax', got {self.decode!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -79,5 +88,9 @@ class KMeansCNN(Method):
     def predict_ab(self, L: Tensor) -> Tensor:
         if not bool(self.fitted):
             raise RuntimeError("kmeans_cnn: the palette is not fitted; train the method (or load a checkpoint) first")
-        idx = self.net(L / 50.0 - 1.0).argmax(1)  # (B, H, W)
-        return self.palette[idx].permute(0, 3, 1, 2).to(L.dtype)
+        logits = self.net(L / 50.0 - 1.0).float()
+        if self.params.decode == "argmax":
+            return self.palette[logits.argmax(1)].permute(0, 3, 1, 2).to(L.dtype)
+        # annealed mean: softmax(log p / T) = softmax(logits / T); T -> 0 is the mode, T = 1 the mean
+        w = torch.softmax(logits / self.params.temperature, dim=1)
+        return torch.einsum("bkhw,kc->bchw", w, self.palette).to(L.dtype)

@@ -1,0 +1,80 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+from click.testing import CliRunner
+
+from bench.cli import main
+
+FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
+        "--set", "train.prepare_images=4", "--no-progress"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_imports_no_torch():
+    code = ("import sys; from click.testing import CliRunner; from bench.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+            "assert 'torch' not in sys.modules, 'bench --help imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_list():
+    assert "kmeans32" in invoke("list", "methods").output
+    out = invoke("list", "datasets").output
+    assert "samples" in out and "folder" in out
+    assert "higher is better" in invoke("list", "metrics").output
+
+
+def test_unknown_method_exits_2_with_choices(results):
+    r = invoke("run", "--methods", "gray,kmeans23")
+    assert r.exit_code == 2
+    assert "Did you mean 'kmeans32'" in r.output and "gray" in r.output
+
+
+def test_unknown_dataset_exits_2_with_choices(results):
+    r = invoke("run", "--methods", "gray", "--dataset", "div3k")
+    assert r.exit_code == 2 and "samples" in r.output
+
+
+def test_missing_root_names_path(tmp_path, results):
+    missing = tmp_path / "no-such-photos"
+    r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(missing))
+    assert r.exit_code == 1 and str(missing) in r.output
+
+
+def test_corrupt_image_in_folder_names_file(folder_dataset, results):
+    for p in folder_dataset.rglob("*.png"):
+        p.write_bytes(b"not an image at all")
+        break
+    r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--split", "all")
+    assert r.exit_code == 1
+    assert p.name in r.output and "cannot decode" in r.output
+
+
+def test_run_writes_results_and_table(folder_dataset, results):
+    r = invoke("run", "--methods", "gray,kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST)
+    assert r.exit_code == 0, r.output
+    assert "gray" in r.output and "kmeans32" in r.output and "psnr" in r.output
+    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
+    assert res["schema_version"] == 1 and res["status"] == "ok"
+    assert res["dataset"]["split"] == "test" and len(res["dataset"]["content_hash"]) == 64
+    assert res["train"]["steps"] == 3 and res["environment"]["torch"]
+    rows = pd.read_csv(results / "eval/folder/test/kmeans32-s0.csv")
+    assert len(rows) == res["n_images"] and set(rows.columns) == {"id", "psnr", "ssim"}
+    assert abs(rows["psnr"].mean() - res["metrics"]["psnr"]["mean"]) < 1e-5
+    assert "convention" in res["metrics"]["ssim"]
+    # a second run trains nothing new
+    r2 = invoke("train-all", "--dataset", "folder", "--root", str(folder_dataset), *FAST)
+    assert "already trained" in r2.output
+
+
+def test_failed_training_is_recorded(folder_dataset, results):
+    r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
+               "--set", "params.n_colors=100000")
+    assert r.exit_code == 1 and "FAILED" in r.output
+    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
+    assert res["status"] == "failed" and res["stage"] == "train" and "kmeans" in res["error"]

@@ -1,0 +1,88 @@
+import pytest
+
+from bench.config import ConfigError, TrainConfig, load_recipe, method_names, parse_overrides
+from bench.registry import UnknownName
+
+
+def test_every_shipped_recipe_parses_at_both_sizes():
+    for name in method_names():
+        for size in ("cpu", "gpu"):
+            r = load_recipe(name, size)
+            assert r.name == name and r.size == size
+            assert isinstance(r.train, TrainConfig)
+
+
+def test_sizes_differ():
+    cpu, gpu = load_recipe("kmeans32", "cpu"), load_recipe("kmeans32", "gpu")
+    assert gpu.train.steps > cpu.train.steps
+    assert cpu.training == "supervised" and cpu.adapter == "kmeans_cnn"
+
+
+def test_overrides_are_typed():
+    r = load_recipe("kmeans32", "cpu", parse_overrides(["train.lr=3e-4", "train.steps=7", "params.width=8",
+                                                       "betas=[0.5, 0.9]", "train.amp=false", "train.grad_clip=1"]))
+    assert r.train.lr == pytest.approx(3e-4) and isinstance(r.train.lr, float)
+    assert r.train.steps == 7 and isinstance(r.train.steps, int)
+    assert r.params.width == 8
+    assert r.train.betas == (0.5, 0.9)
+    assert r.train.amp is False
+    assert r.train.grad_clip == 1.0
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.steps=abc", "--set train.steps: expected int"),
+    ("train.steps=1.5", "expected int"),
+    ("train.nope=1", "no field 'nope'"),
+    ("params.nope=1", "'nope'"),
+    ("other.lr=1", "train.<field> or params.<field>"),
+    ("novalue", "expected key=value"),
+])
+def test_bad_overrides(item, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe("kmeans32", "cpu", parse_overrides([item]))
+
+
+def write_recipes(tmp_path, text: str):
+    d = tmp_path / "methods"
+    (d / "training").mkdir(parents=True)
+    (d / "training" / "supervised.yaml").write_text("lr: 1.0e-3\n")
+    (d / "bad.yaml").write_text(text)
+    return d
+
+
+def test_unknown_key_names_file_and_key(tmp_path, monkeypatch):
+    d = write_recipes(tmp_path, "adapter: kmeans_cnn\ntraining: supervised\nparams: {n_colors: 8, colours: 3}\n")
+    monkeypatch.setenv("BENCH_RECIPES", str(d))
+    with pytest.raises(ConfigError) as exc:
+        load_recipe("bad")
+    assert str(d / "bad.yaml") in str(exc.value) and "colours" in str(exc.value)
+
+
+def test_unknown_top_level_and_size_keys(tmp_path, monkeypatch):
+    d = write_recipes(tmp_path, "adapter: kmeans_cnn\ntraining: supervised\nsizes: {cpu: {stepz: 3}}\n")
+    monkeypatch.setenv("BENCH_RECIPES", str(d))
+    with pytest.raises(ConfigError, match="stepz"):
+        load_recipe("bad")
+    (d / "bad.yaml").write_text("adapter: kmeans_cnn\nlearning: fast\n")
+    with pytest.raises(ConfigError, match="learning"):
+        load_recipe("bad")
+
+
+def test_bad_yaml_names_file(tmp_path, monkeypatch):
+    d = write_recipes(tmp_path, "adapter: [unclosed\n")
+    monkeypatch.setenv("BENCH_RECIPES", str(d))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_recipe("bad")
+
+
+def test_unknown_method_lists_choices():
+    with pytest.raises(UnknownName) as exc:
+        load_recipe("kmeans33")
+    assert "kmeans32" in str(exc.value)
+
+
+def test_float_where_int_expected_in_yaml(tmp_path, monkeypatch):
+    d = write_recipes(tmp_path, "adapter: kmeans_cnn\ntraining: supervised\nsizes: {cpu: {steps: 2.5}}\n")
+    monkeypatch.setenv("BENCH_RECIPES", str(d))
+    with pytest.raises(ConfigError, match="steps: expected an integer"):
+        load_recipe("bad")

@@ -1,0 +1,65 @@
+import torch
+import pytest
+
+from bench.datasets import DATASETS, BadImage, DatasetNotFound
+from bench.datasets.views import EvalView, TrainCrops
+
+
+def test_samples_split_by_photo_and_loads():
+    train, test = DATASETS.get("samples")("train"), DATASETS.get("samples")("test")
+    assert len(train) >= 5 and len(test) >= 3
+    assert not set(train.names) & set(test.names)
+    img = test.load(0)
+    assert img.dtype == torch.uint8 and img.ndim == 3 and img.shape[0] == 3
+    ident = test.identity()
+    assert ident["n_images"] == len(test) and len(ident["content_hash"]) == 64
+    assert ident["eval_protocol"]["mode"] == "tiles"
+
+
+def test_samples_eval_tiles():
+    view = EvalView(DATASETS.get("samples")("test"), {"mode": "tiles", "resize_short": 128, "tile": 32})
+    assert len(view) == 16 * len(view.images)
+    img, k = view[5]
+    assert img.shape == (3, 32, 32) and k == 5
+    assert view.item_id(5).endswith("#r1c1")
+
+
+def test_train_crops_are_a_function_of_seed_and_index(folder_dataset):
+    ds = DATASETS.get("folder")("train", folder_dataset)
+    a, b = TrainCrops(ds, 32, seed=1), TrainCrops(ds, 32, seed=1)
+    assert torch.equal(a[7], b[7])
+    assert not torch.equal(a[7], TrainCrops(ds, 32, seed=2)[7])
+    assert a[3].shape == (3, 32, 32)
+
+
+def test_crops_upscale_small_images(folder_dataset):
+    ds = DATASETS.get("folder")("train", folder_dataset)
+    assert TrainCrops(ds, 96, seed=0)[0].shape == (3, 96, 96)
+
+
+def test_folder_split_is_deterministic_and_disjoint(folder_dataset):
+    tr, te = DATASETS.get("folder")("train", folder_dataset), DATASETS.get("folder")("test", folder_dataset)
+    assert len(tr) + len(te) == 12
+    ids_tr = {tr.image_id(i) for i in range(len(tr))}
+    ids_te = {te.image_id(i) for i in range(len(te))}
+    assert not ids_tr & ids_te
+    assert ids_te == {DATASETS.get("folder")("test", folder_dataset).image_id(i) for i in range(len(te))}
+
+
+def test_folder_missing_root_names_path(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFound, match=str(missing)):
+        DATASETS.get("folder")("train", missing)
+    with pytest.raises(DatasetNotFound, match="--root"):
+        DATASETS.get("folder")("train", None)
+
+
+def test_corrupt_image_names_file(folder_dataset):
+    bad = folder_dataset / "a" / "img001.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    ds = DATASETS.get("folder")("train", folder_dataset)
+    ids = [ds.image_id(i) for i in range(len(ds))]
+    split = ds if "a/img001.png" in ids else DATASETS.get("folder")("test", folder_dataset)
+    i = [split.image_id(j) for j in range(len(split))].index("a/img001.png")
+    with pytest.raises(BadImage, match="img001.png"):
+        split.load(i)
