@@ -28,7 +28,7 @@ class Metric:
         return True, ""
 
     def score(self, pred: Tensor, target: Tensor) -> Tensor:
-        raise NotImplementedError(f"{type(self).__name__} defines no score()")
+        raise TypeError(f"{type(self).__name__} is not a per-image metric: it defines no score()")
 
     def describe(self) -> dict:
         return {"higher_is_better": self.higher_is_better, "convention": self.convention, "per_image": self.per_image, "unit": self.unit}

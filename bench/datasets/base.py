@@ -6,6 +6,7 @@ evaluation protocol of the dataset's card; loaders never crop.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import os
 from pathlib import Path
@@ -40,7 +41,7 @@ def default_root(name: str, root: str | os.PathLike | None) -> Path:
     return (Path(base) if base else Path.home() / ".cache" / "colorbench" / "data") / name
 
 
-class ImageSet(Dataset):
+class ImageSet(Dataset, abc.ABC):
     """One split of a dataset. ``load(i)`` is a (3, H, W) uint8 RGB tensor of the full image."""
 
     name: ClassVar[str] = ""
@@ -53,14 +54,16 @@ class ImageSet(Dataset):
         self.card = DatasetCard.load(self.name)
         self.root = default_root(self.name, root) if self.needs_root else None
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
 
+    @abc.abstractmethod
     def image_id(self, i: int) -> str:
-        raise NotImplementedError
+        """A stable id of image ``i`` (its relative path, for files)."""
 
+    @abc.abstractmethod
     def load(self, i: int) -> Tensor:
-        raise NotImplementedError
+        """Image ``i`` as a (3, H, W) uint8 RGB tensor."""
 
     def __getitem__(self, i: int) -> Tensor:
         return self.load(i)

@@ -57,11 +57,11 @@ class Method(nn.Module):
         return {"main": torch.optim.Adam(self.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)}
 
     def training_step(self, L: Tensor, ab: Tensor, step: int) -> Iterator[Update]:
-        raise NotImplementedError(f"{type(self).__name__} needs training but defines no training_step")
+        raise TypeError(f"{type(self).__name__} needs training but defines no training_step")
 
     def predict_ab(self, L: Tensor) -> Tensor:
         """(B,1,H,W) L in [0,100] -> (B,2,H,W) ab. Called under ``torch.no_grad`` in eval mode."""
-        raise NotImplementedError(f"{type(self).__name__} defines no predict_ab")
+        raise TypeError(f"{type(self).__name__} defines no predict_ab")
 
     def extra_info(self) -> dict[str, Any]:
         """Facts about this instance worth recording in result files (e.g. pretrained weights used)."""
