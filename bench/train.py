@@ -204,7 +204,7 @@ def train(
     run_dir = train_dir(results, recipe.name, data.name, seed, identity)
     if not recipe.trainable or not METHODS.get(recipe.adapter).needs_training:
         return TrainOutcome(run_dir, "untrained")
-    if is_trained(run_dir):
+    if resume and is_trained(run_dir):
         return TrainOutcome(run_dir, "skipped", recipe.train.steps)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = recipe.train

@@ -50,6 +50,8 @@ def test_trained_run_is_skipped(data, tmp_path):
     r = load_recipe("kmeans32", "cpu", SMALL)
     assert train(r, data, results=tmp_path, progress=False).status == "done"
     assert train(r, data, results=tmp_path, progress=False).status == "skipped"
+    again = train(r, data, results=tmp_path, progress=False, resume=False)  # --restart trains anew
+    assert again.status == "done" and again.steps == 6
 
 
 def test_resume_after_kill_is_bit_identical(tmp_path):
