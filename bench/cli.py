@@ -41,13 +41,15 @@ def common_run_options(fn):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default=None, help="cuda, cuda:1, mps or cpu [default: the best available]."),
         click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive]."),
+        click.option("--on-bad-image", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
+                     help="Unreadable or too-small image files: skip them (named in the result file and here), or stop."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress):
+def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress, on_bad_image="skip"):
     from bench.config import parse_overrides
     from bench.datasets import DATASETS
     from bench.runner import RunSpec
@@ -59,7 +61,7 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
         size = "gpu" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
-        device=device, results=ctx.obj["results"], progress=progress,
+        device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
     )
 
 
@@ -115,11 +117,11 @@ def list_cmd(what: str) -> None:
 @click.option("--resume/--restart", default=True, show_default=True, help="Resume from the run's checkpoint, or start over.")
 @click.pass_context
 @user_errors
-def train(ctx, method, dataset, root, size, overrides, seed, device, progress, resume) -> None:
+def train(ctx, method, dataset, root, size, overrides, seed, device, progress, on_bad_image, resume) -> None:
     """Train one method on a dataset's train split (resumes an interrupted run)."""
     from bench.runner import train_one
 
-    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
     spec.recipe(method)
     out = train_one(spec, method, resume=resume)
     _echo_outcome(method, out)
@@ -139,12 +141,12 @@ def _echo_outcome(method: str, out) -> None:
 @common_run_options
 @click.pass_context
 @user_errors
-def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progress) -> None:
+def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image) -> None:
     """Train every method that needs training; skip the trained, resume the interrupted."""
     from bench.config import method_names
     from bench.runner import train_one
 
-    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
     names = split_names(methods) or method_names()
     recipes = {n: spec.recipe(n) for n in names}
     failed = []
@@ -167,12 +169,12 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
 @click.option("--metrics", "metric_names", default="psnr,ssim", show_default=True, help="Comma-separated metric names.")
 @click.pass_context
 @user_errors
-def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, split, metric_names) -> None:
+def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names) -> None:
     """Train what is missing, evaluate, write results and print a table."""
     from bench.metrics import METRICS
     from bench.runner import evaluate_one, record_failure, train_one
 
-    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress)
+    spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
     names = split_names(methods)
     if not names:
         raise click.UsageError("--methods is empty")
@@ -223,6 +225,10 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
     line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
+
+from bench.cli_data import data as _data  # noqa: E402  (bench data fetch|list|verify)
+
+main.add_command(_data)
 
 if __name__ == "__main__":
     sys.exit(main())

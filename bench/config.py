@@ -291,10 +291,17 @@ class DatasetCard:
     name: str
     description: str = ""
     source: str = ""
+    homepage: str = ""
     licence: str = ""
     citation: str = ""
     splits: Mapping[str, Any] = field(default_factory=dict)
+    images: Mapping[str, int] = field(default_factory=dict)  # official image count per split
     eval: Mapping[str, Any] = field(default_factory=dict)  # the evaluation protocol, recorded in results
+    # Archives `bench data fetch` downloads: name, url, size, sha256/md5, provides (top folder), checksum_source.
+    downloads: tuple[Mapping[str, Any], ...] = ()
+    manual_download: str = ""  # instructions when there is no unauthenticated URL ({root} is filled in)
+    official: str = ""  # how a loader decides that what it read is the official dataset
+    preprocessing: str = ""  # how unusual files are converted or skipped
     extra: Mapping[str, Any] = field(default_factory=dict)  # loader-specific settings
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ import torch
 
 from bench.config import MethodRecipe, load_recipe
 from bench.datasets import DATASETS, ImageSet
+from bench.datasets.base import open_split
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
 from bench.evaluate import evaluate
@@ -32,18 +34,31 @@ class RunSpec:
     device: str | None = None
     results: Path = Path("results")
     progress: bool | None = None
+    on_bad_image: str = "skip"  # skip (and name) bad files, or refuse the split
 
     def recipe(self, method: str) -> MethodRecipe:
         return load_recipe(method, self.size, dict(self.overrides))
 
-    def images(self, split: str) -> ImageSet:
-        return DATASETS.get(self.dataset)(split, self.root)
+    def images(self, split: str, crop: int | None = None) -> ImageSet:
+        """The split, with what was skipped/converted/gray and its official status reported on stderr
+        (once per process and content)."""
+        images = open_split(DATASETS.get(self.dataset), split, self.root, on_bad_image=self.on_bad_image)
+        key = (images.name, split, str(images.root), images.identity()["content_hash"], crop)
+        if key not in _REPORTED:
+            _REPORTED.add(key)
+            for line in images.report(crop=crop):
+                print(line, file=sys.stderr)
+        return images
+
+
+_REPORTED: set[tuple] = set()
 
 
 def train_one(spec: RunSpec, method: str, resume: bool = True) -> TrainOutcome:
     recipe = spec.recipe(method)
+    images = spec.images("train", crop=recipe.train.image_size if recipe.trainable else None)
     return train(
-        recipe, spec.images("train"), results=spec.results, seed=spec.seed,
+        recipe, images, results=spec.results, seed=spec.seed,
         device=pick_device(spec.device), resume=resume, progress=spec.progress,
     )
 

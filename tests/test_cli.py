@@ -50,7 +50,8 @@ def test_corrupt_image_in_folder_names_file(folder_dataset, results):
     for p in folder_dataset.rglob("*.png"):
         p.write_bytes(b"not an image at all")
         break
-    r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--split", "all")
+    r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--split", "all",
+               "--on-bad-image", "error")  # the default, skip, is tested in test_datasets_bad_files.py
     assert r.exit_code == 1
     assert p.name in r.output and "cannot decode" in r.output
 

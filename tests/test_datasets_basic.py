@@ -2,6 +2,7 @@ import torch
 import pytest
 
 from bench.datasets import DATASETS, BadImage, DatasetNotFound
+from bench.datasets.base import hash_split
 from bench.datasets.views import EvalView, TrainCrops
 
 
@@ -54,12 +55,13 @@ def test_folder_missing_root_names_path(tmp_path):
         DATASETS.get("folder")("train", None)
 
 
-def test_corrupt_image_names_file(folder_dataset):
+def test_corrupt_image_is_skipped_and_named_or_refused(folder_dataset):
     bad = folder_dataset / "a" / "img001.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    ds = DATASETS.get("folder")("train", folder_dataset)
-    ids = [ds.image_id(i) for i in range(len(ds))]
-    split = ds if "a/img001.png" in ids else DATASETS.get("folder")("test", folder_dataset)
-    i = [split.image_id(j) for j in range(len(split))].index("a/img001.png")
+    split = "test" if hash_split("a/img001.png", 0.2) == "test" else "train"
+    ds = DATASETS.get("folder")(split, folder_dataset)
+    assert "a/img001.png" not in {ds.image_id(i) for i in range(len(ds))}
+    assert [s["id"] for s in ds.identity()["skipped"]] == ["a/img001.png"]
+    assert "cannot decode" in ds.identity()["skipped"][0]["reason"]
     with pytest.raises(BadImage, match="img001.png"):
-        split.load(i)
+        DATASETS.get("folder")(split, folder_dataset, on_bad_image="error")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 from bench.config import DatasetCard
 
 SPLITS = ("train", "test")
+BAD_IMAGE_POLICIES = ("skip", "error")
 
 
 class DatasetError(Exception):
@@ -42,17 +44,35 @@ def default_root(name: str, root: str | os.PathLike | None) -> Path:
 
 
 class ImageSet(Dataset, abc.ABC):
-    """One split of a dataset. ``load(i)`` is a (3, H, W) uint8 RGB tensor of the full image."""
+    """One split of a dataset. ``load(i)`` is a (3, H, W) uint8 RGB tensor of the full image.
+
+    Loaders that read files fill in what they found on the way: ``skipped`` (bad files left out, each with
+    its reason), ``ignored`` (files without an image suffix), ``gray`` (ids of truly grayscale images),
+    ``converted`` (how many images needed each conversion), and say through :meth:`official` whether the
+    split is the official dataset. All of it is part of :meth:`identity`, hence of every result file.
+    """
 
     name: ClassVar[str] = ""
+    data_name: ClassVar[str] = ""  # card and data folder, when several registered names share one dataset
     needs_root: ClassVar[bool] = True
 
-    def __init__(self, split: str, root: str | os.PathLike | None = None):
+    def __init__(self, split: str, root: str | os.PathLike | None = None, *, on_bad_image: str = "skip", decode_check: bool = True):
+        """``on_bad_image``: ``skip`` leaves bad files out (named in ``skipped``), ``error`` refuses the
+        split. ``decode_check=False`` lists files without decoding them (a quick inventory)."""
         if split not in SPLITS:
             raise DatasetError(f"{self.name}: unknown split {split!r}; choices: {', '.join(SPLITS)}")
+        if on_bad_image not in BAD_IMAGE_POLICIES:
+            raise DatasetError(f"unknown bad-image policy {on_bad_image!r}; choices: {', '.join(BAD_IMAGE_POLICIES)}")
         self.split = split
-        self.card = DatasetCard.load(self.name)
-        self.root = default_root(self.name, root) if self.needs_root else None
+        self.on_bad_image = on_bad_image
+        self.decode_check = decode_check
+        self.card = DatasetCard.load(self.data_name or self.name)
+        self.root = default_root(self.data_name or self.name, root) if self.needs_root else None
+        self.skipped: list[dict[str, str]] = []
+        self.ignored: list[str] = []
+        self.gray: list[str] = []
+        self.converted: dict[str, int] = {}
+        self._identity: dict[str, Any] | None = None
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -72,17 +92,88 @@ class ImageSet(Dataset, abc.ABC):
         """Strings that change when the split's content changes (ids and sizes, by default)."""
         return [self.image_id(i) for i in range(len(self))]
 
+    def official(self) -> tuple[bool | None, str]:
+        """(True, why) when the split is verifiably the official data, (False, why not), or (None, why
+        it cannot be told). Computed once per instance."""
+        if getattr(self, "_official", None) is None:
+            self._official = self.check_official()
+        return self._official
+
+    def check_official(self) -> tuple[bool | None, str]:
+        """Loaders with a published reference override this (see :meth:`official`)."""
+        return None, "no published reference to compare with"
+
+    def short_sides(self) -> list[int] | None:
+        """The shorter side of every image when known without decoding (None otherwise)."""
+        return None
+
     def identity(self) -> dict[str, Any]:
-        """What results record about the data: name, split, size, a content hash and the eval protocol."""
-        digest = hashlib.sha256("\n".join(self.fingerprint_parts()).encode()).hexdigest()
-        return {
-            "name": self.name,
-            "split": self.split,
-            "n_images": len(self),
-            "content_hash": digest,
-            "root": str(self.root) if self.root else None,
-            "eval_protocol": dict(self.card.eval),
-        }
+        """What results record about the data: name, split, size, content hash, eval protocol, whether it
+        is the official dataset, and every file skipped or converted on the way."""
+        if self._identity is None:
+            digest = hashlib.sha256("\n".join(self.fingerprint_parts()).encode()).hexdigest()
+            official, note = self.official()
+            self._identity = {
+                "name": self.name,
+                "split": self.split,
+                "n_images": len(self),
+                "content_hash": digest,
+                "root": str(self.root) if self.root else None,
+                "eval_protocol": dict(self.card.eval),
+                "official": official,
+                "official_note": note,
+                "skipped": list(self.skipped),
+                "ignored": list(self.ignored),
+                "gray": list(self.gray),
+                "converted": dict(sorted(self.converted.items())),
+            }
+        return dict(self._identity)
+
+    def report(self, crop: int | None = None, limit: int = 10) -> list[str]:
+        """Lines for the terminal: what was skipped, ignored, converted or is gray, and official status.
+        ``crop``: the training crop size, to count images that are upscaled to reach it."""
+        label = f"{self.name}/{self.split}"
+        lines: list[str] = []
+
+        def names(items: list[str]) -> str:
+            more = f", ... and {len(items) - limit} more (all listed in the result file)" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        if self.skipped:
+            lines.append(f"{label}: skipped {len(self.skipped)} bad file(s) of {len(self) + len(self.skipped)}:")
+            lines += [f"  {s['id']}: {s['reason']}" for s in self.skipped[:limit]]
+            if len(self.skipped) > limit:
+                lines.append(f"  ... and {len(self.skipped) - limit} more (all listed in the result file)")
+        if self.ignored:
+            lines.append(f"{label}: ignored {len(self.ignored)} file(s) without an image suffix: {names(self.ignored)}")
+        if self.converted:
+            lines.append(f"{label}: converted on reading: " + ", ".join(f"{n} x {k}" for k, n in sorted(self.converted.items())))
+        if self.gray:
+            why = " (colour metrics say nothing about them)" if self.split == "test" else ""
+            lines.append(f"{label}: {len(self.gray)} truly grayscale image(s){why}: {names(self.gray)}")
+        sides = self.short_sides()
+        if sides:
+            need = [(max(crop, int(self.card.extra.get("train_resize_short") or 0)), "training size (crop or train_resize_short)")] if crop else []
+            short = self.card.eval.get("resize_short") if self.card.eval.get("mode") in ("tiles", "center_crop") else None
+            if short:
+                need.append((int(short), "evaluation resize"))
+            for size, what in need:
+                n = sum(s < size for s in sides)
+                if n:
+                    lines.append(f"{label}: {n} image(s) have a shorter side below the {size}-px {what}: upscaled (antialiased)")
+        official, note = self.official()
+        if official is False:
+            lines.append(f"WARNING {label}: not the official dataset ({note}); its results are marked official=false "
+                         "and are not comparable with published numbers")
+        return lines
+
+
+def open_split(cls: type[ImageSet], split: str, root: str | os.PathLike | None = None, **options: Any) -> ImageSet:
+    """``cls(split, root, **options)``, leaving out options a plugin's ``__init__`` does not accept."""
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return cls(split, root, **options)
 
 
 def file_fingerprint(path: Path, rel_to: Path) -> str:

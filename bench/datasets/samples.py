@@ -57,8 +57,8 @@ class Samples(ImageSet):
     name = "samples"
     needs_root = False
 
-    def __init__(self, split: str, root=None):
-        super().__init__(split, root)
+    def __init__(self, split: str, root=None, **kwargs):
+        super().__init__(split, root, **kwargs)
         self.names = TRAIN if split == "train" else TEST
         self.paths = photo_paths()
 

@@ -1,0 +1,137 @@
+"""``bench data fetch|list|verify``: get datasets, see where they are, check them. No torch at import."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import click
+
+
+def _user_errors(fn):
+    """bench.cli.user_errors, looked up at call time (bench.cli imports this module)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from bench.cli import user_errors
+
+        return user_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _card(name: str):
+    from bench.config import DatasetCard
+    from bench.datasets import DATASETS
+
+    cls = DATASETS.get(name)  # unknown names: a usage error with close matches
+    return cls, DatasetCard.load(cls.data_name or cls.name)
+
+
+@click.group()
+def data() -> None:
+    """Fetch datasets, list where they are, verify their content."""
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Install here [default: $BENCH_DATA/<name>, then ~/.cache/colorbench/data/<name>].")
+@click.option("--archive-dir", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Take the archives from this folder when they are there (they are verified, never deleted).")
+@click.option("--keep-archive", is_flag=True, help="Keep downloaded archives under <root>/.downloads after installing.")
+@click.option("--force", is_flag=True, help="Replace an installed copy that is not the verified official one.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive].")
+@_user_errors
+def fetch(name, root, archive_dir, keep_archive, force, progress) -> None:
+    """Download, verify (published checksum) and install dataset NAME."""
+    from bench.datasets._fetch import card_downloads, install
+    from bench.datasets.base import default_root
+
+    cls, card = _card(name)
+    where = default_root(card.name, root)
+    if card.manual_download:
+        click.echo(f"{name}: there is no unauthenticated download URL. Fetch it yourself:\n")
+        click.echo(card.manual_download.format(root=where).rstrip())
+        click.echo(f"\nThen check it with: bench data list {name}" + (f" --root {where}" if root else ""))
+        return
+    downloads = card_downloads(card)
+    if not downloads:
+        why = "it needs no download" if not cls.needs_root else "it reads your own files (pass --root DIR to commands)"
+        click.echo(f"{name}: nothing to fetch: {why}")
+        return
+    for spec in downloads:
+        click.echo(install(spec, where, archive_dir=Path(archive_dir) if archive_dir else None, keep_archive=keep_archive,
+                           force=force, progress=progress, echo=lambda s: click.echo(s, err=True)))
+    for line in _status_lines(name, root):
+        click.echo(line)
+
+
+def _status_lines(name: str, root: str | None) -> list[str]:
+    """Where ``name`` is expected, and per split: present or not, image count, official status."""
+    from bench.datasets import DATASETS
+    from bench.datasets.base import SPLITS, DatasetError, open_split
+
+    cls = DATASETS.get(name)
+    lines = []
+    for split in SPLITS:
+        try:
+            ds = open_split(cls, split, root, decode_check=False)
+        except DatasetError as exc:
+            lines.append(f"  {split:<5}  missing: {exc}")
+            continue
+        official, note = ds.official()
+        mark = {True: "official", False: "NOT official", None: "unverifiable"}[official]
+        lines.append(f"  {split:<5}  {len(ds):>6} images  {mark}: {note}")
+        if ds.ignored:
+            lines.append(f"         {len(ds.ignored)} file(s) without an image suffix are ignored")
+    from bench.config import DatasetCard
+    from bench.datasets.base import default_root
+
+    head = f"{name}: " + (str(default_root(cls.data_name or cls.name, root)) if cls.needs_root else "built in (no files to fetch)")
+    expected = DatasetCard.load(cls.data_name or cls.name).images
+    if expected:
+        head += "  [official: " + ", ".join(f"{k} {v:,}" for k, v in expected.items()) + "]"
+    return [head, *lines]
+
+
+@data.command("list")
+@click.argument("names", nargs=-1)
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Look here (with one NAME) instead of the default place.")
+@_user_errors
+def list_cmd(names, root) -> None:
+    """Each dataset: where it is expected, present or not, image counts, official status (no decoding)."""
+    from bench.datasets import DATASETS
+
+    if root and len(names) != 1:
+        raise click.UsageError("--root needs exactly one dataset NAME")
+    for name in names or DATASETS.names():
+        for line in _status_lines(name, root):
+            click.echo(line)
+
+
+@data.command("verify")
+@click.argument("name")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
+@_user_errors
+def verify(name, root) -> None:
+    """Re-hash every file of an installed dataset against what 'bench data fetch' verified."""
+    from bench.datasets._fetch import card_downloads, check_installed
+    from bench.datasets.base import default_root
+
+    cls, card = _card(name)
+    downloads = card_downloads(card)
+    if not downloads:
+        raise click.ClickException(f"{name}: nothing to verify against ({card.official or 'no published checksums'})")
+    where = default_root(card.name, root)
+    failed = False
+    for spec in downloads:
+        folder = where / spec.provides
+        if not folder.exists():
+            click.echo(f"{folder}: missing")
+            failed = True
+            continue
+        ok, why = check_installed(folder, spec, deep=True)
+        click.echo(f"{folder}: {'OK' if ok else 'FAILED'}: {why}")
+        failed |= not ok
+    if failed:
+        raise click.ClickException(f"{name}: verification failed; reinstall with 'bench data fetch {name} --force'")
