@@ -219,6 +219,7 @@ def test_cli_names_skipped_files_in_output_and_result(tmp_path, colour, results)
     assert r.exit_code == 0, r.output
     for name in BAD:
         assert name in r.output
+    assert "truly grayscale" in r.output and "gray.png" in r.output and "notes.txt" in r.output
     skipped = {}
     for split in ("train", "test"):
         res = json.loads((results / "eval" / "folder" / split / "gray-s0.json").read_text())
@@ -228,3 +229,13 @@ def test_cli_names_skipped_files_in_output_and_result(tmp_path, colour, results)
     r = CliRunner().invoke(main, ["run", "--methods", "gray", "--dataset", "folder", "--root", str(root),
                                   "--split", "all", "--no-progress", "--on-bad-image", "error"])
     assert r.exit_code == 1 and any(name in r.output for name in BAD)
+
+
+def test_train_and_train_all_honour_on_bad_image(tmp_path, colour, results):
+    from bench.cli import main
+
+    root = _bad_folder(tmp_path / "photos", colour)
+    for cmd in (["train", "--method", "kmeans32"], ["train-all", "--methods", "kmeans32"]):
+        r = CliRunner().invoke(main, [*cmd, "--dataset", "folder", "--root", str(root), "--on-bad-image", "error", "--no-progress"])
+        assert r.exit_code == 1 and any(name in r.output for name in BAD), r.output
+    assert not (results / "train").exists() or not list((results / "train").rglob("checkpoint.pt"))

