@@ -325,6 +325,8 @@ def install(
 ) -> str:
     """Download (or take from ``archive_dir``), verify and install one archive as ``root/spec.provides``.
     Returns what was done, in words."""
+    if not spec.published:
+        raise DatasetError(f"{spec.name}: the dataset card publishes no checksum; refusing to install an unverified archive")
     target = root / spec.provides
     if target.exists():
         ok, why = check_installed(target, spec)
