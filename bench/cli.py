@@ -224,5 +224,10 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+from bench.cli_report import check, report  # noqa: E402  (commands defined in their own module)
+
+main.add_command(report)
+main.add_command(check)
+
 if __name__ == "__main__":
     sys.exit(main())
