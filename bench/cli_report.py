@@ -75,7 +75,8 @@ def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on
     root = _results_dir(ctx, results)
     path = Path(baseline)
     cli_tol = parse_tolerances(tolerances)
-    current, failed = current_results(root, _names(datasets) or None)
+    only = _names(datasets)
+    current, failed = current_results(root, only or None)
     if update_baseline:
         if failed:
             names = ", ".join("/".join(map(str, k)) for k in sorted(failed))
@@ -85,10 +86,13 @@ def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on
         old = read_baseline(path) if path.exists() else None
         tol = {**DEFAULT_TOLERANCE, **((old or {}).get("tolerance") or {}), **cli_tol}
         if old is not None:
+            scope = {**old, "results": [e for e in old["results"] if not only or e.get("dataset") in only]}
             click.echo(f"changes against the previous baseline {path}:")
-            click.echo(format_comparison(compare(old, current, failed, tol)))
-        write_baseline(path, current.values(), tol)
-        click.echo(f"wrote {path}: {len(current)} result(s); review and commit it")
+            click.echo(format_comparison(compare(scope, current, failed, tol)))
+        # with --dataset, entries of the other datasets stay as they were
+        kept = [e for e in (old or {}).get("results", []) if only and e.get("dataset") not in only]
+        write_baseline(path, [*kept, *current.values()], tol)
+        click.echo(f"wrote {path}: {len(current)} result(s)" + (f" (+{len(kept)} kept from other datasets)" if kept else "") + "; review and commit it")
         return
     base = read_baseline(path)
     tol = {**DEFAULT_TOLERANCE, **(base.get("tolerance") or {}), **cli_tol}

@@ -138,3 +138,13 @@ def test_current_results_reads_unavailable_as_none(tmp_path):
     make_store(root, methods=("gray",), extra_metrics={"is": {"available": False, "reason": "no weights", "higher_is_better": True}})
     ok, failed = current_results(root)
     assert not failed and ok[("gray", "toy", "test", 0)]["metrics"]["is"] == {"mean": None, "higher_is_better": True}
+
+
+def test_update_with_dataset_filter_keeps_other_datasets(store):
+    root, paths, baseline = store
+    make_store(root, methods=("gray",), dataset="toy2")
+    r = bench("check", "--results", str(root), "--baseline", str(baseline), "--update-baseline", "--dataset", "toy2")
+    assert r.exit_code == 0 and "(+2 kept from other datasets)" in r.output
+    entries = sorted((e["method"], e["dataset"]) for e in read_baseline(baseline)["results"])
+    assert entries == [("gray", "toy"), ("gray", "toy2"), ("kmeans32", "toy")]
+    assert bench("check", "--results", str(root), "--baseline", str(baseline), "--fail-on-new").exit_code == 0

@@ -175,3 +175,25 @@ def test_cli_report_writes_both_formats(store, tmp_path):
     assert r.exit_code == 1 and "no results under" in r.output
     r = CliRunner().invoke(main, ["report", "--results", str(store), "--out", str(out), "--format", "pdf"])
     assert r.exit_code == 1 and "--format: unknown pdf" in r.output
+
+
+def test_report_from_a_real_run(folder_dataset, results, tmp_path):
+    """End to end on what the runner writes: samples carry their ground truth, and the grid's grayscale
+    column is exactly what the gray method outputs."""
+    import numpy as np
+
+    from bench.report import _grayscale, _read_png
+
+    r = CliRunner().invoke(main, ["run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--no-progress"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res_path = results / "eval" / "folder" / "test" / "gray-s0.json"
+    res = json.loads(res_path.read_text())
+    assert res["samples"] and all((res_path.parent / s["reference"]).exists() for s in res["samples"])
+    for s in res["samples"]:
+        truth = _read_png(res_path.parent / s["reference"])
+        assert np.array_equal(_grayscale(truth), _read_png(res_path.parent / s["file"]))
+    rep = write_report(results, tmp_path / "out")
+    grid = next(f for f in rep.sections[0].figures if f.kind == "grid")
+    assert grid.columns == ["grayscale input", "gray", "ground truth"]
+    assert len(grid.rows) == min(4, len(res["samples"])) and (tmp_path / "out" / grid.path).exists()
