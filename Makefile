@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench report ci-bench ci-baseline clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,17 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmarks/latest.json
+
+report: $(STAMP)
+	$(BIN)/bench report
+
+# The CI benchmark (.ci/benchmark lists the methods): a short deterministic CPU run on `samples`, then
+# `bench check` against results/baselines/ci-samples.json. ci-baseline rewrites that file on purpose.
+ci-bench: $(STAMP)
+	BENCH=$(BIN)/bench .ci/benchmark
+
+ci-baseline: $(STAMP)
+	BENCH=$(BIN)/bench .ci/benchmark --update
 
 clean:
 	rm -rf $(VENV) results/train results/eval reports

@@ -229,6 +229,10 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
 from bench.cli_data import data as _data  # noqa: E402  (bench data fetch|list|verify)
 
 main.add_command(_data)
+from bench.cli_report import check, report  # noqa: E402  (commands defined in their own module)
+
+main.add_command(report)
+main.add_command(check)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
 from bench.evaluate import evaluate
 from bench.metrics import build_metrics
-from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, write_csv_atomic, write_json_atomic
+from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, short_hash, write_csv_atomic, write_json_atomic
 from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
 
 
@@ -114,11 +114,14 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     write_csv_atomic(csv_path, result.rows)
     for k, (item, pred, _) in enumerate(result.samples):
         write_png(samples_dir / f"{k:02d}.png", pred)
-    ref_dir = json_path.parent / "_reference"
+    # Ground truths are shared by every method evaluated on the same data and protocol; the folder is
+    # named by both so a report never pairs a sample with the ground truth of another dataset version.
+    ref_name = f"_reference/{short_hash([base['dataset'].get('content_hash'), base['dataset'].get('eval_protocol')], 10)}"
     for k, (item, _, truth) in enumerate(result.samples):
-        if not (ref_dir / f"{k:02d}.png").exists():
-            write_png(ref_dir / f"{k:02d}.png", truth)
-    base["samples"] = [{"file": f"{samples_dir.name}/{k:02d}.png", "id": item} for k, (item, _, _) in enumerate(result.samples)]
+        if not (json_path.parent / ref_name / f"{k:02d}.png").exists():
+            write_png(json_path.parent / ref_name / f"{k:02d}.png", truth)
+    base["samples"] = [{"file": f"{samples_dir.name}/{k:02d}.png", "id": item, "reference": f"{ref_name}/{k:02d}.png"}
+                       for k, (item, _, _) in enumerate(result.samples)]
     write_json_atomic(json_path, base)
     return base
 

@@ -26,6 +26,15 @@ from typing import Any, Iterator
 SCHEMA_VERSION = 1
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it)
+
+
 def results_root(root: str | os.PathLike | None = None) -> Path:
     return Path(root or os.environ.get("BENCH_RESULTS", "results"))
 
@@ -37,6 +46,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the ordinary permissions a plain open() would
     try:
         yield Path(tmp)
         with open(tmp, "rb") as fh:

@@ -1,0 +1,250 @@
+"""Drift check: compare stored results with a committed baseline, metric by metric, within tolerances.
+
+A baseline is a compact JSON file: per (method, dataset, split, seed) the metric means and what makes them
+comparable (schema version, dataset content hash, evaluation protocol) plus a hash of the recipe. The
+check fails when a metric moved by more than its tolerance (either way: an unexpected gain is a change
+too), when an entry of the baseline has no current result, or when data or protocol changed under it.
+The baseline changes only on purpose, with ``bench check --update-baseline``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from bench.store import iter_results, now, read_json, short_hash, write_json_atomic
+
+BASELINE_FORMAT = 1
+# Absolute tolerances (metric units); "*" applies to metrics not named. "1%" would be relative to the baseline.
+DEFAULT_TOLERANCE = {"psnr": "0.05", "ssim": "0.002", "*": "0.5%"}
+
+Key = tuple[str, str, str, int]  # method, dataset, split, seed
+
+
+class CheckError(Exception):
+    """A baseline or option that cannot be used; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    value: float
+    relative: bool = False
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> "Tolerance":
+        t = str(text).strip()
+        try:
+            tol = cls(float(t[:-1]) / 100, True) if t.endswith("%") else cls(float(t))
+        except ValueError:
+            raise CheckError(f"{where}: tolerance {text!r} is not a number (e.g. 0.05) or a percentage (e.g. 1%)") from None
+        if not tol.value >= 0:
+            raise CheckError(f"{where}: tolerance {text!r} must be >= 0")
+        return tol
+
+    def allowed(self, baseline: float) -> float:
+        return self.value * abs(baseline) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value * 100:g}%" if self.relative else f"{self.value:g}"
+
+
+def parse_tolerances(texts: Iterable[str]) -> dict[str, str]:
+    """``["psnr=0.05,ssim=0.002", "*=1%"]`` -> {"psnr": "0.05", ...} (validated)."""
+    out: dict[str, str] = {}
+    for text in texts:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip():
+                raise CheckError(f"--tolerance {part!r}: expected METRIC=VALUE, e.g. psnr=0.05 or lpips=1%")
+            Tolerance.parse(value, f"--tolerance {name.strip()}")
+            out[name.strip()] = value.strip()
+    return out
+
+
+def tolerance_for(metric: str, tolerances: Mapping[str, str]) -> Tolerance:
+    text = tolerances.get(metric, tolerances.get("*", DEFAULT_TOLERANCE["*"]))
+    return Tolerance.parse(text, f"tolerance of {metric}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Baseline entries
+
+
+def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact baseline entry of one stored result."""
+    ds = result.get("dataset") or {}
+    metrics = {}
+    for name, m in (result.get("metrics") or {}).items():
+        if not isinstance(m, dict):
+            continue
+        mean = m.get("mean") if m.get("available", True) is not False else None
+        metrics[name] = {"mean": mean, "higher_is_better": m.get("higher_is_better")}
+    return {
+        "method": result.get("method"),
+        "dataset": ds.get("name"),
+        "split": result.get("split"),
+        "seed": result.get("seed"),
+        "schema_version": result.get("schema_version"),
+        "content_hash": ds.get("content_hash"),
+        "eval_protocol": ds.get("eval_protocol"),
+        "n_images": result.get("n_images"),
+        "recipe_hash": short_hash(result.get("recipe"), 16) if result.get("recipe") is not None else None,
+        "metrics": metrics,
+    }
+
+
+def key_of(entry: Mapping[str, Any]) -> Key:
+    return (str(entry.get("method")), str(entry.get("dataset")), str(entry.get("split")), int(entry.get("seed") or 0))
+
+
+def current_results(root: Path, datasets: Iterable[str] | None = None) -> tuple[dict[Key, dict], dict[Key, dict]]:
+    """(entries of successful results, failed result files) under ``root`` by key."""
+    wanted = set(datasets or ())
+    ok: dict[Key, dict] = {}
+    failed: dict[Key, dict] = {}
+    try:
+        for _, data in iter_results(root):
+            name = (data.get("dataset") or {}).get("name")
+            if wanted and name not in wanted:
+                continue
+            if data.get("status") == "ok":
+                entry = entry_of(data)
+                ok[key_of(entry)] = entry
+            else:
+                failed[key_of({"method": data.get("method"), "dataset": name, "split": data.get("split"), "seed": data.get("seed")})] = data
+    except ValueError as exc:
+        raise CheckError(str(exc)) from None
+    return ok, failed
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise CheckError(f"{path}: no such baseline; create one on purpose with 'bench check --update-baseline --baseline {path}'") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckError(f"{path}: not a readable baseline ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("results"), list):
+        raise CheckError(f"{path}: not a colorbench baseline (format {BASELINE_FORMAT} with a 'results' list)")
+    for k, entry in enumerate(data["results"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("metrics"), dict) or "method" not in entry:
+            raise CheckError(f"{path}: results[{k}] is not a baseline entry (method, dataset, split, seed, metrics)")
+    return data
+
+
+def write_baseline(path: Path, entries: Iterable[dict], tolerances: Mapping[str, str], note: str | None = None) -> dict[str, Any]:
+    from bench.store import git_commit
+
+    data = {
+        "format": BASELINE_FORMAT,
+        "created": now(),
+        "git_commit": git_commit(),
+        "note": note or "written by 'bench check --update-baseline'; update it only on purpose",
+        "tolerance": dict(tolerances),
+        "results": sorted(entries, key=key_of),
+    }
+    write_json_atomic(path, data)
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# The comparison
+
+
+@dataclass
+class Line:
+    key: Key
+    metric: str
+    baseline: float | None
+    current: float | None
+    tolerance: str
+    status: str  # ok | DRIFT | MISSING | NOT COMPARABLE | UNAVAILABLE | new
+    failed: bool
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    lines: list[Line] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(line.failed for line in self.lines)
+
+
+def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Mapping[Key, dict],
+            tolerances: Mapping[str, str], fail_on_new: bool = False) -> Comparison:
+    """Every baseline metric against the current result of the same key; new results listed after."""
+    out = Comparison()
+    seen: set[Key] = set()
+    for entry in sorted(baseline["results"], key=key_of):
+        key = key_of(entry)
+        seen.add(key)
+        cur = current.get(key)
+        if cur is None:
+            why = f"the result failed: {failed[key].get('error', 'unknown error')}" if key in failed else "no current result"
+            out.lines.append(Line(key, "*", None, None, "", "MISSING", True, why))
+            continue
+        changed = [label for field_, label in (("schema_version", "schema version"), ("content_hash", "dataset content hash"),
+                                               ("eval_protocol", "evaluation protocol")) if entry.get(field_) != cur.get(field_)]
+        if changed:
+            out.lines.append(Line(key, "*", None, None, "", "NOT COMPARABLE", True, f"{', '.join(changed)} changed since the baseline"))
+            continue
+        if entry.get("recipe_hash") and cur.get("recipe_hash") and entry["recipe_hash"] != cur["recipe_hash"]:
+            out.notes.append(f"{'/'.join(map(str, key))}: the recipe changed since the baseline (metrics are still compared)")
+        for metric, base in entry["metrics"].items():
+            b = base.get("mean") if isinstance(base, dict) else base
+            now_entry = cur["metrics"].get(metric)
+            c = now_entry.get("mean") if now_entry else None
+            tol = tolerance_for(metric, tolerances)
+            if b is None and c is None:
+                out.lines.append(Line(key, metric, None, None, str(tol), "ok", False, "unavailable in both"))
+            elif now_entry is None:
+                out.lines.append(Line(key, metric, b, None, str(tol), "MISSING", True, "metric not in the current result"))
+            elif c is None or b is None:
+                out.lines.append(Line(key, metric, b, c, str(tol), "UNAVAILABLE", True,
+                                      "no current value" if c is None else "no value in the baseline"))
+            else:
+                drift = abs(c - b) > tol.allowed(b) + 1e-12
+                hib = (now_entry or {}).get("higher_is_better")
+                way = "" if c == b or hib is None else (" (better)" if (c > b) == hib else " (worse)")
+                out.lines.append(Line(key, metric, b, c, str(tol), "DRIFT" if drift else "ok", drift, way.strip(" ()") if drift else ""))
+        for metric in cur["metrics"]:
+            if metric not in entry["metrics"]:
+                out.notes.append(f"{'/'.join(map(str, key))}: metric {metric} is not in the baseline (not checked)")
+    for key in sorted(set(current) - seen):
+        out.lines.append(Line(key, "*", None, None, "", "new", fail_on_new, "not in the baseline; add it with --update-baseline"))
+    return out
+
+
+def format_comparison(comp: Comparison) -> str:
+    head = ["method", "dataset", "split", "seed", "metric", "baseline", "current", "change", "tolerance", "status"]
+    rows = []
+    for ln in comp.lines:
+        change = "" if ln.baseline is None or ln.current is None else f"{ln.current - ln.baseline:+.6f}"
+        status = ln.status + (f": {ln.detail}" if ln.detail else "")
+        rows.append([ln.key[0], ln.key[1], ln.key[2], str(ln.key[3]), ln.metric, _num(ln.baseline), _num(ln.current), change,
+                     ln.tolerance, status])
+    text = text_table(head, rows, right={3, 5, 6, 7, 8})
+    if comp.notes:
+        text += "\n" + "\n".join(f"note: {n}" for n in comp.notes)
+    return text
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6f}"
+
+
+def text_table(head: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    if not rows:
+        return "(nothing to compare)"
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    last = len(head) - 1
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else (c if i == last else c.ljust(w)) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])

@@ -1,0 +1,604 @@
+"""Leaderboards (Markdown and a self-contained HTML page) and pictures, from stored results only.
+
+A report reads the result store (result JSONs, their per-image CSVs, the sample PNGs beside them and
+each training run's ``losses.csv``); it never recomputes a metric. Results are grouped into tables by
+what makes numbers comparable: dataset, split, content hash, evaluation protocol and schema version.
+Results of one dataset that differ in any of those get separate tables under a heading that says so.
+
+The model of a table (:class:`TableModel`: headers, cells, notes) is built here once and rendered twice
+by :mod:`bench.report_render`, so the Markdown and HTML pages can never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from bench.store import iter_results, short_hash, write_text_atomic
+
+BASELINE_METHOD = "gray"
+FIRST_METRICS = ("psnr", "ssim", "is")  # NTIRE's order; the rest follow as stored
+DEFAULT_GRID_ROWS = 4
+GRID_SEED = 0
+PLOTS_DIR = "plots"
+_PLOT_PREFIXES = ("grid-", "dist-", "losses-")
+
+
+class ReportError(Exception):
+    """A report that cannot be made as asked; the message says why and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the store
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One result file and its contents."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def method(self) -> str:
+        return str(self.data.get("method", self.path.stem.rsplit("-s", 1)[0]))
+
+    @property
+    def dataset(self) -> str:
+        return str((self.data.get("dataset") or {}).get("name", self.path.parent.parent.name))
+
+    @property
+    def split(self) -> str:
+        return str(self.data.get("split", self.path.parent.name))
+
+    @property
+    def seed(self) -> int | None:
+        return self.data.get("seed")
+
+    @property
+    def ok(self) -> bool:
+        return self.data.get("status") == "ok"
+
+    def identity(self) -> tuple[str, str, str, str, str]:
+        """What two results must share to sit in one table."""
+        ds = self.data.get("dataset") or {}
+        protocol = json.dumps(ds.get("eval_protocol"), sort_keys=True)
+        return (self.dataset, self.split, str(ds.get("content_hash")), protocol, str(self.data.get("schema_version")))
+
+
+def load_results(root: Path, datasets: Sequence[str] | None = None) -> tuple[list[Stored], list[Stored]]:
+    """(successful, failed) results under ``root``, optionally only those of ``datasets``."""
+    try:
+        stored = [Stored(p, d) for p, d in iter_results(root)]
+    except ValueError as exc:
+        raise ReportError(str(exc)) from None
+    if datasets:
+        known = sorted({s.dataset for s in stored})
+        missing = [d for d in datasets if d not in known]
+        if missing:
+            raise ReportError(f"no results for dataset {', '.join(missing)} under {root}; results exist for: {', '.join(known) or 'none'}")
+        stored = [s for s in stored if s.dataset in datasets]
+    return [s for s in stored if s.ok], [s for s in stored if not s.ok]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass
+class Cell:
+    text: str
+    sort: float | str | None = None  # what the HTML sorts by; None sorts last
+    bold: bool = False
+    title: str | None = None  # tooltip (HTML) with detail: CI bounds, full recipe
+    note: int | None = None  # footnote number
+    half: float | None = None  # metric cells: half-width of the stored 95% CI
+
+
+@dataclass
+class Header:
+    key: str
+    text: str
+    numeric: bool = False
+    title: str | None = None
+
+
+@dataclass
+class TableModel:
+    headers: list[Header]
+    rows: list[list[Cell]]
+    notes: list[str] = field(default_factory=list)
+
+    def add_note(self, text: str) -> int:
+        if text not in self.notes:
+            self.notes.append(text)
+        return self.notes.index(text) + 1
+
+
+@dataclass
+class Group:
+    """Results that can be compared: one dataset split, one content hash, protocol and schema."""
+
+    results: list[Stored]
+    variant: int = 1  # 1-based among the groups of the same dataset and split
+    variants: int = 1
+    differs: tuple[str, ...] = ()  # what differs between the variants (content, protocol, schema)
+
+    @property
+    def first(self) -> Stored:
+        return self.results[0]
+
+    @property
+    def dataset(self) -> str:
+        return self.first.dataset
+
+    @property
+    def split(self) -> str:
+        return self.first.split
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.first.data.get("dataset") or {}
+
+    @property
+    def official(self) -> bool:
+        return all((r.data.get("dataset") or {}).get("official", True) is not False for r in self.results)
+
+    @property
+    def slug(self) -> str:
+        return f"{_safe(self.dataset)}-{_safe(self.split)}-{short_hash(list(self.first.identity()), 8)}"
+
+    @property
+    def title(self) -> str:
+        text = f"{self.dataset} · {self.split}"
+        if self.variants > 1:
+            text += f" — variant {self.variant} of {self.variants}"
+        return text
+
+
+def group_results(results: Iterable[Stored]) -> list[Group]:
+    """Split results into comparable groups, ordered by dataset, split, then newest variant first."""
+    by_key: dict[tuple, list[Stored]] = {}
+    for r in results:
+        by_key.setdefault(r.identity(), []).append(r)
+    by_split: dict[tuple[str, str], list[list[Stored]]] = {}
+    for key, members in by_key.items():
+        members.sort(key=lambda s: (s.method != BASELINE_METHOD, s.method, s.seed if s.seed is not None else -1))
+        by_split.setdefault(key[:2], []).append(members)
+    groups = []
+    for (name, split), variants in sorted(by_split.items(), key=lambda kv: (kv[0][0], kv[0][1] != "test", kv[0][1])):
+        variants.sort(key=lambda ms: max(str(m.data.get("created", "")) for m in ms), reverse=True)
+        ids = [v[0].identity() for v in variants]
+        differs = tuple(
+            label for i, label in ((2, "content hash"), (3, "evaluation protocol"), (4, "schema version"))
+            if len({k[i] for k in ids}) > 1
+        )
+        for n, members in enumerate(variants, 1):
+            groups.append(Group(members, n, len(variants), differs))
+    return groups
+
+
+def metric_columns(results: Sequence[Stored]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, a stored entry describing it) for every metric any result has, NTIRE's first."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for name, entry in (r.data.get("metrics") or {}).items():
+            if isinstance(entry, dict) and (name not in seen or "higher_is_better" not in seen[name]):
+                seen[name] = entry
+    first = [m for m in FIRST_METRICS if m in seen]
+    return [(m, seen[m]) for m in first + [m for m in seen if m not in first]]
+
+
+def _decimals(values: Sequence[float]) -> int:
+    top = max((abs(v) for v in values), default=0.0)
+    return 2 if top >= 10 else 3 if top >= 1 else 4
+
+
+def _arrow(higher: Any) -> str:
+    return "↑" if higher is True else "↓" if higher is False else ""
+
+
+def _seconds(s: Any) -> str:
+    if not isinstance(s, (int, float)):
+        return "—"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _mean(entry: Any) -> float | None:
+    if not isinstance(entry, dict) or entry.get("available") is False:
+        return None
+    v = entry.get("mean")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def build_table(group: Group) -> TableModel:
+    """The leaderboard of one group: a row per (method, seed), the gray baseline always present."""
+    columns = metric_columns(group.results)
+    headers = [Header("method", "method"), Header("seed", "seed", numeric=True)]
+    for name, entry in columns:
+        unit = entry.get("unit") or ""
+        hib = entry.get("higher_is_better")
+        text = f"{name.upper() if name in FIRST_METRICS else name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
+        way = "higher is better" if hib is True else "lower is better" if hib is False else "no better direction"
+        headers.append(Header(f"metric:{name}", text, numeric=True, title=f"{way}. {entry.get('convention', '')}".strip()))
+    headers += [
+        Header("images", "images", numeric=True), Header("train", "train time", numeric=True),
+        Header("recipe", "recipe"), Header("date", "date"), Header("commit", "commit"),
+    ]
+    table = TableModel(headers, [])
+    for r in leaderboard_order(group):
+        table.rows.append(_row(r, columns, table))
+    if not any(r.method == BASELINE_METHOD for r in group.results):
+        note = table.add_note(
+            f"the {BASELINE_METHOD} baseline has no result here; run: bench run --methods {BASELINE_METHOD} "
+            f"--dataset {group.dataset} --split {group.split}"
+        )
+        table.rows.append([Cell(BASELINE_METHOD, BASELINE_METHOD, note=note)] + [Cell("not run") for _ in headers[1:]])
+    for k, (name, entry) in enumerate(columns):
+        _finish_metric_column(table, 2 + k, entry.get("higher_is_better"))
+    conventions = {name: {str((r.data.get("metrics") or {}).get(name, {}).get("convention")) for r in group.results
+                          if isinstance((r.data.get("metrics") or {}).get(name), dict)} for name, _ in columns}
+    for name, convs in conventions.items():
+        convs.discard("None")
+        if len(convs) > 1:
+            table.add_note(f"{name}: the results state different conventions; compare with care: " + " | ".join(sorted(convs)))
+    return table
+
+
+def leaderboard_order(group: Group) -> list[Stored]:
+    """The group's results as the table lists them (pictures use the same order)."""
+    columns = metric_columns(group.results)
+    return sorted(group.results, key=lambda r: _row_order(r, columns))
+
+
+def _row_order(r: Stored, columns: list[tuple[str, dict]]) -> tuple:
+    """Best first by the first metric with a direction; rows without it last."""
+    for name, entry in columns:
+        hib = entry.get("higher_is_better")
+        if hib is None:
+            continue
+        v = _mean((r.data.get("metrics") or {}).get(name))
+        return (v is None, -(v or 0.0) if hib else (v or 0.0), r.method, r.seed or 0)
+    return (False, 0.0, r.method, r.seed or 0)
+
+
+def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel) -> list[Cell]:
+    d = r.data
+    cells = [Cell(r.method, r.method), Cell(str(r.seed), r.seed)]
+    metrics = d.get("metrics") or {}
+    for name, _ in columns:
+        entry = metrics.get(name)
+        value = _mean(entry)
+        if entry is None:
+            cells.append(Cell("—", None, title="not computed in this run"))
+        elif value is None:
+            reason = (entry.get("reason") if isinstance(entry, dict) else None) or "no value stored"
+            cells.append(Cell("n/a", None, title=str(reason), note=table.add_note(f"{name}: {reason}")))
+        else:
+            ci = entry.get("ci95")
+            if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
+                cells.append(Cell("", value, title=f"mean {value:.6g}; 95% CI [{ci[0]:.6g}, {ci[1]:.6g}]", half=(ci[1] - ci[0]) / 2))
+            else:
+                cells.append(Cell("", value, title=f"mean {value:.6g}; no confidence interval stored"))
+    train = d.get("train") or {}
+    recipe = d.get("recipe") or {}
+    rtrain = recipe.get("train") or {}
+    if recipe.get("training"):
+        recipe_text = f"{recipe.get('size', '?')} · {rtrain.get('steps', '?')} steps × {rtrain.get('batch_size', '?')}"
+    else:
+        recipe_text = f"{recipe.get('size', '?')} · no training"
+    env = d.get("environment") or {}
+    commit = str(env.get("git_commit") or "")
+    commit_text = (commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")) if commit else "—"
+    created = str(d.get("created") or "")
+    cells += [
+        Cell(str(d.get("n_images", "—")), d.get("n_images")),
+        Cell(_seconds(train.get("seconds")) if train else "no training", train.get("seconds") if train else None),
+        Cell(recipe_text, recipe_text, title=json.dumps({"params": recipe.get("params"), "train": rtrain}, sort_keys=True)),
+        Cell(created[:10] or "—", created or None, title=created or None),
+        Cell(commit_text, commit or None, title=commit or None),
+    ]
+    return cells
+
+
+def _finish_metric_column(table: TableModel, col: int, higher: Any) -> None:
+    """Format a metric column with shared decimals; bold its best value (if the column has a direction)."""
+    cells = [row[col] for row in table.rows]
+    values = [c.sort for c in cells if isinstance(c.sort, float)]
+    places = _decimals(values)
+    for c in cells:
+        if isinstance(c.sort, float):
+            c.text = f"{c.sort:.{places}f}" + (f" ± {c.half:.{places}f}" if c.half is not None else "")
+    if higher not in (True, False) or len(set(values)) < 2:
+        return
+    best = max(values) if higher else min(values)
+    for c in cells:
+        if c.sort == best:
+            c.bold = True
+
+
+def describe_group(group: Group) -> str:
+    """One line of what the numbers in a table were computed on."""
+    info = group.info
+    protocol = info.get("eval_protocol") or {}
+    mode = protocol.get("mode", "full")
+    if mode == "tiles":
+        proto = f"{protocol.get('tile')} px tiles of the centre square after resizing the shorter side to {protocol.get('resize_short')}"
+    elif mode == "center_crop":
+        proto = f"centre crop {protocol.get('size')} px after resizing the shorter side to {protocol.get('resize_short', protocol.get('size'))}"
+    else:
+        proto = "full images"
+    n = info.get("n_images")
+    h = str(info.get("content_hash") or "unknown")
+    return (f"{n if n is not None else '?'} images in the split, evaluated as {proto}; data content hash {h[:12]}, "
+            f"schema version {group.first.data.get('schema_version')}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures
+
+
+@dataclass
+class Figure:
+    kind: str  # grid | dist | losses
+    path: Path  # relative to the report folder
+    caption: str
+    rows: list[str] = field(default_factory=list)  # grid: the image ids, in order
+    columns: list[str] = field(default_factory=list)  # grid: column titles
+
+
+def _sample_map(r: Stored) -> dict[str, tuple[Path, Path | None]]:
+    """id -> (sample PNG, its ground truth PNG) for a result's stored samples."""
+    out = {}
+    base = r.path.parent
+    for k, s in enumerate(r.data.get("samples") or []):
+        if not isinstance(s, dict) or "file" not in s or "id" not in s:
+            continue
+        # Older results (no "reference" key) kept ground truths by position under _reference/.
+        ref = base / s["reference"] if s.get("reference") else base / "_reference" / f"{k:02d}.png"
+        out[str(s["id"])] = (base / s["file"], ref)
+    return out
+
+
+def pick_grid_images(common: Sequence[str], wanted: Sequence[str] | None, n: int = DEFAULT_GRID_ROWS, seed: int = GRID_SEED) -> tuple[list[str], list[str]]:
+    """(chosen ids, tokens of ``wanted`` that match nothing here).
+
+    ``wanted`` holds ids or 0-based indexes into ``common`` (the ids every method stored). Without it,
+    ``n`` ids are drawn with a fixed seed, kept in stored order.
+    """
+    if wanted:
+        chosen, unmatched = [], []
+        for token in wanted:
+            if token in common:
+                pick = token
+            elif token.isdigit() and int(token) < len(common):
+                pick = common[int(token)]
+            else:
+                unmatched.append(token)
+                continue
+            if pick not in chosen:
+                chosen.append(pick)
+        if chosen:
+            return chosen, unmatched
+        return pick_grid_images(common, None, n, seed)[0], unmatched
+    idx = sorted(random.Random(seed).sample(range(len(common)), min(n, len(common))))
+    return [common[i] for i in idx], []
+
+
+def _read_png(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot read the stored sample image ({exc}); re-run the evaluation") from None
+
+
+def _grayscale(rgb):
+    """What every method sees: the L channel of the ground truth, shown as an image (ab = 0)."""
+    import torch
+
+    from bench.color import lab_to_rgb_uint8, rgb_to_lab
+
+    lab = rgb_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1))
+    lab[1:] = 0
+    return lab_to_rgb_uint8(lab).permute(1, 2, 0).numpy()
+
+
+def grid_figure(group: Group, out: Path, wanted: Sequence[str] | None, n: int, notes: list[str]) -> tuple[Figure | None, list[str]]:
+    """The comparison grid of a group: rows = images, columns = grayscale input, each method, ground truth."""
+    from bench import plots
+
+    members = [r for r in leaderboard_order(group) if r.data.get("samples")]
+    if not members:
+        notes.append("no stored sample images: no comparison grid")
+        return None, list(wanted or [])
+    maps = [_sample_map(r) for r in members]
+    common = [i for i in maps[0] if all(i in m for m in maps[1:])]
+    if not common:
+        notes.append("the methods stored samples of different images: no comparison grid")
+        return None, list(wanted or [])
+    chosen, unmatched = pick_grid_images(common, wanted, n)
+    labels = _labels(members)
+    rows = []
+    for image_id in chosen:
+        truth_path = next((m[image_id][1] for m in maps if m[image_id][1] is not None and m[image_id][1].exists()), None)
+        if truth_path is None:
+            notes.append(f"no stored ground truth for image {image_id}: left out of the grid")
+            continue
+        truth = _read_png(truth_path)
+        preds = [_read_png(m[image_id][0]) for m in maps]
+        for label, p in zip(labels, preds):
+            if p.shape != truth.shape:
+                raise ReportError(f"{label}: stored sample of {image_id} is {p.shape[1]}x{p.shape[0]} but its ground truth "
+                                  f"{truth_path} is {truth.shape[1]}x{truth.shape[0]}; re-run the evaluation")
+        rows.append((image_id, [_grayscale(truth), *preds, truth]))
+    if not rows:
+        return None, unmatched
+    titles = ["grayscale input", *labels, "ground truth"]
+    rel = Path(PLOTS_DIR) / f"grid-{group.slug}.png"
+    plots.comparison_grid(rows, titles, out / rel)
+    how = "chosen with --images" if wanted and set(wanted) - set(unmatched) else f"drawn with seed {GRID_SEED}"
+    caption = f"{len(rows)} of {len(common)} stored images ({how}); columns: " + ", ".join(titles)
+    return Figure("grid", rel, caption, [r[0] for r in rows], titles), unmatched
+
+
+def _labels(results: Sequence[Stored]) -> list[str]:
+    """Method names, with the seed where one method appears with several seeds."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.method] = counts.get(r.method, 0) + 1
+    return [r.method if counts[r.method] == 1 else f"{r.method} (seed {r.seed})" for r in results]
+
+
+def distribution_figure(group: Group, out: Path, notes: list[str]) -> Figure | None:
+    """Box plots of every per-image metric, one box per method, from the per-image CSVs."""
+    import pandas as pd
+
+    from bench import plots
+
+    frames: dict[str, Any] = {}
+    ordered = leaderboard_order(group)
+    for label, r in zip(_labels(ordered), ordered):
+        name = r.data.get("per_image_file")
+        path = r.path.parent / name if name else None
+        if path is None or not path.exists():
+            notes.append(f"{label}: no per-image file{f' ({path})' if path else ''}: left out of the distributions")
+            continue
+        try:
+            frames[label] = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{path}: cannot read the per-image results ({exc}); re-run the evaluation") from None
+    metrics = [(name, f"{name} {_arrow(e.get('higher_is_better'))}".strip() + (f" ({e['unit']})" if e.get("unit") else ""))
+               for name, e in metric_columns(group.results) if e.get("per_image", True)]
+    metrics = [(m, label) for m, label in metrics if any(m in f.columns for f in frames.values())]
+    if not frames or not metrics:
+        return None
+    rel = Path(PLOTS_DIR) / f"dist-{group.slug}.png"
+    plots.metric_distributions(frames, metrics, out / rel)
+    return Figure("dist", rel, "per-image values of each metric (box: quartiles, line: median, triangle: mean)")
+
+
+def _losses_path(r: Stored, root: Path) -> Path | None:
+    run_dir = (r.data.get("train") or {}).get("run_dir")
+    if not run_dir:
+        return None
+    for cand in (Path(run_dir), root / "train" / r.method / Path(run_dir).name):  # the results folder may have moved
+        if (cand / "losses.csv").exists():
+            return cand / "losses.csv"
+    return None
+
+
+def losses_figure(group: Group, root: Path, out: Path, notes: list[str]) -> Figure | None:
+    import pandas as pd
+
+    from bench import plots
+
+    runs: dict[str, Any] = {}
+    ordered = leaderboard_order(group)
+    for label, r in zip(_labels(ordered), ordered):
+        if not r.data.get("train"):
+            continue
+        path = _losses_path(r, root)
+        if path is None:
+            notes.append(f"{label}: its training run's losses.csv was not found: no loss curve")
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise ReportError(f"{path}: cannot read the training losses ({exc})") from None
+        if "step" in frame.columns and len(frame):
+            runs[label] = frame
+    if not runs:
+        return None
+    rel = Path(PLOTS_DIR) / f"losses-{group.slug}.png"
+    plots.loss_curves(runs, out / rel)
+    return Figure("losses", rel, "training losses per method (from each run's losses.csv)")
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class Section:
+    group: Group
+    table: TableModel
+    figures: list[Figure]
+    notes: list[str]  # about pictures and data (not footnotes of the table)
+
+
+@dataclass
+class Report:
+    root: Path
+    sections: list[Section]
+    failed: list[Stored]
+    created: str
+    files: list[Path] = field(default_factory=list)
+
+
+def build_report(root: Path, out: Path, datasets: Sequence[str] | None = None, images: Sequence[str] | None = None,
+                 grid_rows: int = DEFAULT_GRID_ROWS, pictures: bool = True) -> Report:
+    ok, failed = load_results(root, datasets)
+    if not ok and not failed:
+        raise ReportError(f"no results under {root / 'eval'}; run e.g. 'bench run --methods gray,kmeans32 --dataset samples' first")
+    sections = []
+    unmatched_everywhere: set[str] | None = None
+    for group in group_results(ok):
+        notes: list[str] = []
+        figures: list[Figure] = []
+        if pictures:
+            grid, unmatched = grid_figure(group, out, images, grid_rows, notes)
+            unmatched_everywhere = set(unmatched) if unmatched_everywhere is None else unmatched_everywhere & set(unmatched)
+            if grid is not None:
+                figures.append(grid)
+            for fig in (distribution_figure(group, out, notes), losses_figure(group, root, out, notes)):
+                if fig is not None:
+                    figures.append(fig)
+        sections.append(Section(group, build_table(group), figures, notes))
+    if images and unmatched_everywhere:
+        raise ReportError(f"--images: {', '.join(sorted(unmatched_everywhere))} matched no stored sample (give stored ids or 0-based indexes)")
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return Report(root, sections, failed, created)
+
+
+def write_report(root: Path, out: Path, formats: Sequence[str] = ("md", "html"), datasets: Sequence[str] | None = None,
+                 images: Sequence[str] | None = None, grid_rows: int = DEFAULT_GRID_ROWS) -> Report:
+    """Build the report and write ``leaderboard.md`` and/or ``index.html`` (+ ``plots/``) into ``out``."""
+    from bench.report_render import render_html, render_markdown  # it imports this module
+
+    bad = [f for f in formats if f not in ("md", "html")]
+    if bad or not formats:
+        raise ReportError(f"--format: unknown {', '.join(bad) or '(empty)'}; choose from md, html")
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(root, out, datasets, images, grid_rows)
+    written = {out / f.path for s in report.sections for f in s.figures}
+    plots_dir = out / PLOTS_DIR
+    if plots_dir.is_dir():  # drop our own pictures of earlier reports that this one no longer has
+        for p in plots_dir.glob("*.png"):
+            if p.name.startswith(_PLOT_PREFIXES) and p not in written:
+                p.unlink()
+    if "md" in formats:
+        write_text_atomic(out / "leaderboard.md", render_markdown(report))
+        report.files.append(out / "leaderboard.md")
+    if "html" in formats:
+        write_text_atomic(out / "index.html", render_html(report))
+        report.files.append(out / "index.html")
+    report.files += sorted(written)
+    return report
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe form of a name from a result (the hash in the slug keeps it unique)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._")[:40] or "x"
