@@ -226,11 +226,11 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-from bench.cli_data import data as _data  # noqa: E402  (bench data fetch|list|verify)
+# Command groups live in their own modules (no torch import at module level) so `bench --help` stays fast.
+from bench.cli_data import data as _data  # noqa: E402
+from bench.cli_report import check, report  # noqa: E402
 
 main.add_command(_data)
-from bench.cli_report import check, report  # noqa: E402  (commands defined in their own module)
-
 main.add_command(report)
 main.add_command(check)
 
