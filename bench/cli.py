@@ -32,6 +32,10 @@ def user_errors(fn):
     return wrapper
 
 
+def _remember_pretrained(ctx: click.Context, param, value: bool) -> None:
+    ctx.meta["bench.pretrained"] = value  # read by make_spec; kept out of every command's signature
+
+
 def common_run_options(fn):
     opts = [
         click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
@@ -41,6 +45,8 @@ def common_run_options(fn):
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default=None, help="cuda, cuda:1, mps or cpu [default: the best available]."),
         click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive]."),
+        click.option("--pretrained", is_flag=True, expose_value=False, callback=_remember_pretrained,
+                     help="ImageNet encoder weights from the torch hub cache for methods that take them (unet, cgan, wgan_gp); never downloads."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -59,7 +65,7 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
         size = "gpu" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
-        device=device, results=ctx.obj["results"], progress=progress,
+        device=device, results=ctx.obj["results"], progress=progress, pretrained=ctx.meta.get("bench.pretrained", False),
     )
 
 
@@ -225,4 +231,12 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bench.cli`: run the importable module's group, which has the commands defined in other
+    # modules attached (those modules import this one; attaching them from __main__ would be circular).
+    from bench.cli import main as _main
+
+    sys.exit(_main())
+else:
+    from bench.cli_colorize import colorize
+
+    main.add_command(colorize)

@@ -14,7 +14,7 @@ from bench.config import MethodRecipe, load_recipe
 from bench.datasets import DATASETS, ImageSet
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
-from bench.evaluate import evaluate
+from bench.evaluate import evaluate, work_size_for
 from bench.metrics import build_metrics
 from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, write_csv_atomic, write_json_atomic
 from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
@@ -32,9 +32,14 @@ class RunSpec:
     device: str | None = None
     results: Path = Path("results")
     progress: bool | None = None
+    pretrained: bool = False  # --pretrained: params.pretrained=true for the methods that have the option
 
     def recipe(self, method: str) -> MethodRecipe:
-        return load_recipe(method, self.size, dict(self.overrides))
+        overrides = dict(self.overrides)
+        recipe = load_recipe(method, self.size, overrides)
+        if self.pretrained and hasattr(recipe.params, "pretrained") and "params.pretrained" not in overrides:
+            recipe = load_recipe(method, self.size, {**overrides, "params.pretrained": "true"})
+        return recipe
 
     def images(self, split: str) -> ImageSet:
         return DATASETS.get(self.dataset)(split, self.root)
@@ -82,7 +87,9 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     try:
         method = load_trained(recipe, outcome.run_dir, device)
         view = EvalView(images, images.card.eval)
-        result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress)
+        work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
+        result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
+                          work_size=work_size)
     except Exception as exc:
         base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
                     seconds=round(time.perf_counter() - t0, 3))
@@ -96,6 +103,8 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         timings={"eval_seconds": round(result.seconds, 3), "images_per_s": round(len(result.rows) / max(result.seconds, 1e-9), 2)},
         method_info=method.extra_info(),
     )
+    if work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L
+        base["work_size"] = work_size
     write_csv_atomic(csv_path, result.rows)
     for k, (item, pred, _) in enumerate(result.samples):
         write_png(samples_dir / f"{k:02d}.png", pred)
