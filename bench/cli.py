@@ -32,6 +32,10 @@ def user_errors(fn):
     return wrapper
 
 
+def _remember_pretrained(ctx: click.Context, param, value: bool) -> None:
+    ctx.meta["bench.pretrained"] = value  # read by make_spec; kept out of every command's signature
+
+
 def common_run_options(fn):
     opts = [
         click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
@@ -43,6 +47,8 @@ def common_run_options(fn):
         click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive]."),
         click.option("--on-bad-image", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
                      help="Unreadable or too-small image files: skip them (named in the result file and here), or stop."),
+        click.option("--pretrained", is_flag=True, expose_value=False, callback=_remember_pretrained,
+                     help="ImageNet encoder weights from the torch hub cache for methods that take them (unet, cgan, wgan_gp); never downloads."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -62,6 +68,7 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
         device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
+        pretrained=ctx.meta.get("bench.pretrained", False),
     )
 
 
@@ -226,13 +233,17 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+if __name__ == "__main__":
+    # `python -m bench.cli`: run the importable module's group, which has the commands below attached
+    # (their modules import bench.cli; attaching them from __main__ would import it circularly).
+    from bench.cli import main as _main
+
+    sys.exit(_main())
+
 # Command groups live in their own modules (no torch import at module level) so `bench --help` stays fast.
-from bench.cli_data import data as _data  # noqa: E402
+from bench.cli_colorize import colorize  # noqa: E402
+from bench.cli_data import data  # noqa: E402
 from bench.cli_report import check, report  # noqa: E402
 
-main.add_command(_data)
-main.add_command(report)
-main.add_command(check)
-
-if __name__ == "__main__":
-    sys.exit(main())
+for _command in (colorize, data, report, check):
+    main.add_command(_command)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["psnr", "ssim", "SSIM_WINDOW"]
+__all__ = ["psnr", "ssim", "ssim_map", "SSIM_WINDOW"]
 
 # skimage structural_similarity(gaussian_weights=True): sigma 1.5 truncated at 3.5 sigma ->
 # radius int(3.5 * 1.5 + 0.5) = 5 -> an 11-tap window, as in Wang et al. 2004.
@@ -58,6 +58,15 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
     K2 0.03, the 5-px border cropped (here: a "valid" convolution, which never computes it), mean over
     pixels, then over channels. Images must be at least 11 x 11.
     """
+    return ssim_map(pred, target, data_range).to(torch.float64).mean(dim=(1, 2, 3))
+
+
+def ssim_map(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
+    """The SSIM map behind :func:`ssim`, (B, C, H - 10, W - 10), differentiable (training losses use it).
+
+    Float64 inputs give float64, anything else float32; the 5-px border is never computed ("valid"
+    convolutions), exactly skimage's cropped region.
+    """
     _check_pair(pred, target)
     _, channels, height, width = pred.shape
     if height < SSIM_WINDOW or width < SSIM_WINDOW:
@@ -95,5 +104,5 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
     uy = uy + offset
     c1 = (_K1 * data_range) ** 2
     c2 = (_K2 * data_range) ** 2
-    ssim_map = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-    return ssim_map.to(torch.float64).mean(dim=(1, 2, 3))
+    smap = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return smap

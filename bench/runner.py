@@ -16,7 +16,7 @@ from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import open_split
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
-from bench.evaluate import evaluate
+from bench.evaluate import evaluate, work_size_for
 from bench.metrics import build_metrics
 from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, short_hash, write_csv_atomic, write_json_atomic
 from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
@@ -35,9 +35,14 @@ class RunSpec:
     results: Path = Path("results")
     progress: bool | None = None
     on_bad_image: str = "skip"  # skip (and name) bad files, or refuse the split
+    pretrained: bool = False  # --pretrained: params.pretrained=true for the methods that have the option
 
     def recipe(self, method: str) -> MethodRecipe:
-        return load_recipe(method, self.size, dict(self.overrides))
+        overrides = dict(self.overrides)
+        recipe = load_recipe(method, self.size, overrides)
+        if self.pretrained and hasattr(recipe.params, "pretrained") and "params.pretrained" not in overrides:
+            recipe = load_recipe(method, self.size, {**overrides, "params.pretrained": "true"})
+        return recipe
 
     def images(self, split: str, crop: int | None = None) -> ImageSet:
         """The split, with what was skipped/converted/gray and its official status reported on stderr
@@ -97,7 +102,9 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     try:
         method = load_trained(recipe, outcome.run_dir, device)
         view = EvalView(images, images.card.eval)
-        result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress)
+        work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
+        result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
+                          work_size=work_size)
     except Exception as exc:
         base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
                     seconds=round(time.perf_counter() - t0, 3))
@@ -111,6 +118,8 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         timings={"eval_seconds": round(result.seconds, 3), "images_per_s": round(len(result.rows) / max(result.seconds, 1e-9), 2)},
         method_info=method.extra_info(),
     )
+    if work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L
+        base["work_size"] = work_size
     write_csv_atomic(csv_path, result.rows)
     for k, (item, pred, _) in enumerate(result.samples):
         write_png(samples_dir / f"{k:02d}.png", pred)

@@ -158,6 +158,15 @@ class LossLog:
         new = not self.path.exists()
         if self.fields is None:
             self.fields = list(row)
+        elif set(row) - set(self.fields) and not new:
+            # A column first seen now (a GAN whose generator steps every n-th step): rewrite with it.
+            with open(self.path, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            self.fields += [k for k in row if k not in self.fields]
+            with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, self.fields)
+                w.writeheader()
+                w.writerows(rows)
         with open(self.path, "a", newline="") as fh:
             w = csv.DictWriter(fh, self.fields, extrasaction="ignore")
             if new:
@@ -265,11 +274,15 @@ def train(
         persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         drop_last=True,
+        # Its own generator: a loader otherwise draws a seed from the global RNG when it starts, which a
+        # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).
+        generator=torch.Generator().manual_seed(seed),
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = _progress(cfg.steps, start, recipe.name, show)
     method.train()
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     bad = torch.zeros((), dtype=torch.bool, device=device)
     last_good = start if ckpt_path.exists() else None
     t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
@@ -294,6 +307,7 @@ def train(
                 bad |= ~torch.isfinite(upd.loss.detach())
                 for k, v in {f"loss_{upd.optimizer}": upd.loss.detach(), **upd.logs}.items():
                     sums[k] = sums.get(k, 0) + v.detach().float()
+                    counts[k] = counts.get(k, 0) + 1
             if scaler:
                 scaler.update()
             n_window += 1
@@ -311,11 +325,12 @@ def train(
             if at_log:
                 dt = time.perf_counter() - t_window
                 ips = n_window * cfg.batch_size / max(dt, 1e-9)
-                row = {"step": done, **{k: round(float(v) / n_window, 6) for k, v in sums.items()}, "images_per_s": round(ips, 2)}
+                # each value is averaged over the updates that logged it (not every step has every update)
+                row = {"step": done, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()}, "images_per_s": round(ips, 2)}
                 log.write(row)
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{ips:.1f}"})
-                sums, t_window, n_window = {}, time.perf_counter(), 0
+                sums, counts, t_window, n_window = {}, {}, time.perf_counter(), 0
             if at_ckpt:
                 save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash)
                 last_good = done
