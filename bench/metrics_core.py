@@ -139,7 +139,8 @@ def ciede2000(lab1: Tensor, lab2: Tensor, kL: float = 1.0, kC: float = 1.0, kH: 
 
     Sharma, Wu & Dalal 2005, written step for step as ``skimage.color.deltaE_ciede2000`` (same branch
     rules for hue differences and zero chroma) so that the two agree to rounding; here batched in torch
-    and ``torch.where`` instead of masked assignment. Float64 in, float64 out.
+    and ``torch.where`` instead of masked assignment. Computed in the input's dtype (float32 Lab from
+    uint8 sRGB stays within 1e-5 of skimage's float64 mean per image; see tests/test_metrics.py).
     """
     if lab1.shape != lab2.shape or lab1.dim() < 3 or lab1.shape[-3] != 3:
         raise ValueError(f"expected two Lab tensors (..., 3, H, W) of one shape; got {tuple(lab1.shape)} and {tuple(lab2.shape)}")

@@ -173,7 +173,9 @@ def auc_by_definition(target: np.ndarray, pred: np.ndarray) -> float:
 
 
 def test_auc_matches_its_definition(batch: Batch) -> None:
-    np.testing.assert_allclose(scores("auc", batch), [auc_by_definition(t, p) for t, p in PAIRS], atol=1e-6, rtol=0)
+    # Lab is float32 here, float64 in skimage: an error within ~1e-5 of an integer threshold can land on the
+    # other side of it, moving one pixel's share by up to 1/151 (measured: 2 of 14 images off by 1.6e-6).
+    np.testing.assert_allclose(scores("auc", batch), [auc_by_definition(t, p) for t, p in PAIRS], atol=1e-5, rtol=0)
     assert scores("auc", batch)[-1] == 1.0  # a perfect prediction
 
 
