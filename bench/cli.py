@@ -112,7 +112,7 @@ def list_cmd(what: str) -> None:
         for e in METRICS.entries():
             metric = e.obj()
             ok, why = metric.available()
-            arrow = "higher is better" if metric.higher_is_better else "lower is better"
+            arrow = {True: "higher is better", False: "lower is better", None: "no better direction"}[metric.higher_is_better]
             kind = "per image" if metric.per_image else "set-level"
             weights = f"; needs {metric.needs_weights}" if metric.needs_weights else ""
             status = "available" if ok else f"UNAVAILABLE: {why}"
@@ -229,13 +229,16 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
         raise click.ClickException(f"failed: {', '.join(sorted(set(failed)))} (see the result files under {spec.results})")
 
 
+ARROWS = {True: "↑", False: "↓", None: "·"}  # · : no better direction (colourfulness)
+
+
 def format_table(results: list[dict], metrics: list[str]) -> str:
     """A plain-text leaderboard of what this invocation produced."""
     if not results:
         return "(no results)"
     from bench.metrics import METRICS
 
-    head = ["method", "dataset", "split", "n"] + [f"{m} {'↑' if METRICS.get(m).higher_is_better else '↓'}" for m in metrics] + ["train s"]
+    head = ["method", "dataset", "split", "n"] + [f"{m} {ARROWS[METRICS.get(m).higher_is_better]}" for m in metrics] + ["train s"]
     rows = []
     for r in results:
         vals = [r["method"], r["dataset"]["name"], r["split"], str(r.get("n_images", ""))]

@@ -77,9 +77,11 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
     table = []
     for m in wanted:
         entry = res_a.get("metrics", {}).get(m, {})
-        higher = bool(entry.get("higher_is_better", True))
+        higher = entry.get("higher_is_better", True)  # None: the metric has no better direction
         r = paired_comparison(m, merged[f"{m}_a"].to_numpy(np.float64), merged[f"{m}_b"].to_numpy(np.float64), higher, boot)
-        if r.significant:
+        if r.significant and r.better is None:
+            verdict = f"significant: {method_a if r.diff > 0 else method_b} higher (no better direction)"
+        elif r.significant:
             winner = method_a if r.better == "a" else method_b
             verdict = f"significant: {winner} better"
         elif r.diff == 0 and r.ci95 == [0.0, 0.0]:
@@ -88,7 +90,7 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
             verdict = "not significant"
         ci = "-" if r.ci95 is None else f"[{r.ci95[0]:+.4f}, {r.ci95[1]:+.4f}]"
         p = "-" if r.wilcoxon_p is None else f"{r.wilcoxon_p:.3g}"
-        table.append([f"{m} {'↑' if higher else '↓'}", f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.diff:+.4f}", ci, p, verdict])
+        table.append([f"{m} {'↑' if higher is True else '↓' if higher is False else '·'}", f"{r.mean_a:.4f}", f"{r.mean_b:.4f}", f"{r.diff:+.4f}", ci, p, verdict])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head)]
     fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
     click.echo("\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, table)]))

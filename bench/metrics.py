@@ -97,7 +97,7 @@ class Metric:
     """
 
     name: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool] = True
+    higher_is_better: ClassVar[bool | None] = True  # None: no better direction (colourfulness)
     convention: ClassVar[str] = ""
     per_image: ClassVar[bool] = True
     unit: ClassVar[str] = ""
@@ -320,6 +320,9 @@ _CF_GT_NOTE = ("of the ground truth of the same images: the reference to read th
 
 
 class _Colorfulness(Metric):
+    # Neither way is better: a washed-out output scores low, an over-saturated one high; read the value
+    # against the ground truth's (the *_gt metrics). Reports then bold no "best" value.
+    higher_is_better = None
     absolute: ClassVar[bool] = False
     of: ClassVar[str] = "pred"
 

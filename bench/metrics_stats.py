@@ -110,10 +110,10 @@ class PairedResult:
     ci95: list[float] | None  # paired bootstrap interval of the mean difference
     wilcoxon_p: float | None
     significant: bool  # the interval excludes 0
-    better: str | None  # "a", "b" or None, using the metric's direction
+    better: str | None  # "a", "b" or None, using the metric's direction (None also when it has none)
 
 
-def paired_comparison(metric: str, a: np.ndarray, b: np.ndarray, higher_is_better: bool, boot: Bootstrap) -> PairedResult:
+def paired_comparison(metric: str, a: np.ndarray, b: np.ndarray, higher_is_better: bool | None, boot: Bootstrap) -> PairedResult:
     """Paired test of two methods' per-image values on the same images (same order).
 
     Verdict: the mean difference is significant when its paired-bootstrap interval excludes 0. The
@@ -135,7 +135,7 @@ def paired_comparison(metric: str, a: np.ndarray, b: np.ndarray, higher_is_bette
         p = float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
     significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
     better = None
-    if significant:
+    if significant and higher_is_better is not None:
         a_higher = d.mean() > 0
         better = "a" if a_higher == higher_is_better else "b"
     return PairedResult(metric, len(d), float(a.mean()), float(b.mean()), float(d.mean()), ci, p, significant, better)

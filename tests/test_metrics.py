@@ -243,7 +243,7 @@ def test_every_metric_declares_its_contract() -> None:
     for name in METRICS.names():
         m = METRICS.get(name)()
         assert m.name == name
-        assert isinstance(m.higher_is_better, bool) and isinstance(m.per_image, bool)
+        assert m.higher_is_better in (True, False, None) and isinstance(m.per_image, bool)
         assert len(m.convention) > 40, f"{name}: state the convention"
         ok, why = m.available()
         assert ok or why, f"{name}: an unavailable metric must say why"
@@ -251,6 +251,8 @@ def test_every_metric_declares_its_contract() -> None:
         assert d["convention"] == m.convention and d["needs_weights"] == (m.needs_weights is not None)
     needs = {n for n in METRICS.names() if METRICS.get(n).needs_weights}
     assert needs == {"is", "fid", "lpips"}
+    no_direction = {n for n in METRICS.names() if METRICS.get(n).higher_is_better is None}
+    assert no_direction == {"colorfulness", "colorfulness_gt", "colorfulness_abs", "colorfulness_abs_gt"}
 
 
 def test_metric_names_parsing() -> None:

@@ -261,3 +261,22 @@ def test_lpips_with_backbone_weights_in_the_hub_cache(empty_torch_home) -> None:
     reference = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)  # loads the same cached file
     expected = [float(reference(pred[i : i + 1].float() / 255, target[i : i + 1].float() / 255)) for i in range(3)]
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_list_metrics_shows_availability_and_why(empty_torch_home, random_inception_file, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    def lines() -> dict[str, str]:
+        out = CliRunner().invoke(main, ["list", "metrics"], catch_exceptions=False).output
+        return {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
+
+    missing = lines()
+    for name, file in (("is", INCEPTION_FILE), ("fid", INCEPTION_FILE), ("lpips", ALEXNET_FILE)):
+        assert "UNAVAILABLE" in missing[name] and file in missing[name], missing[name]
+        assert str(empty_torch_home / "hub" / "checkpoints") in missing[name]
+    assert "[available]" in missing["psnr"] and "[available]" in missing["ciede2000"]
+    monkeypatch.setenv("BENCH_INCEPTION_WEIGHTS", random_inception_file)
+    found = lines()
+    assert "[available]" in found["is"] and "[available]" in found["fid"] and "UNAVAILABLE" in found["lpips"]
