@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -305,10 +306,14 @@ class AuCRebalanced(SetMetric):
 
         if not self._counts:
             return {"mean": None, "n": 0, "ci95": None}
-        counts = torch.cat(self._counts).double().numpy()
-        sums = torch.cat(self._sums).double().numpy()
-        return {"mean": rebalanced_auc(counts, sums), "n": int(counts.shape[0]), "ci95": rebalanced_auc_ci(counts, sums, stats),
-                "occupied_bins": int((counts.sum(0) > 0).sum())}
+        # Reduced chunk by chunk in float64: no float64 copy of the whole (images x bins) state at once.
+        C = sum(c.sum(0, dtype=torch.float64) for c in self._counts).numpy()
+        S = sum(s.sum(0, dtype=torch.float64) for s in self._sums).numpy()
+        w = torch.from_numpy(np.where(C > 0, 1.0 / np.where(C > 0, C, 1.0), 0.0))
+        a = torch.cat([s.double() @ w for s in self._sums]).numpy()  # per image: sum_q w_q s_iq
+        b = torch.cat([c.double() @ w for c in self._counts]).numpy()  # per image: sum_q w_q c_iq
+        return {"mean": rebalanced_auc(C, S), "n": int(a.shape[0]), "ci95": rebalanced_auc_ci(a, b, stats),
+                "occupied_bins": int((C > 0).sum())}
 
 
 _CF_NOTE = ("Hasler & Suesstrunk 2003: rg = R - G, yb = (R + G)/2 - B on the uint8 sRGB values (0..255, not linearised); "

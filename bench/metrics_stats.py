@@ -62,27 +62,23 @@ def mean_ci(values: np.ndarray, boot: Bootstrap) -> list[float] | None:
     return bootstrap_ci(len(values), lambda idx: values[idx].mean(axis=1), boot)
 
 
-def rebalanced_auc(counts: np.ndarray, sums: np.ndarray) -> float:
-    """Class-rebalanced AuC from per-image, per-bin pixel counts and sums of per-pixel AuC, (N, Q) each.
+def rebalanced_auc(C: np.ndarray, S: np.ndarray) -> float:
+    """Class-rebalanced AuC from the set's per-bin pixel counts C_q and sums S_q of per-pixel AuC, (Q,) each.
 
-    With weights w_q = 1 / p_q and p_q = C_q / sum(C) (C_q, S_q: the set's per-bin count and sum), the
-    weighted mean sum_q w_q S_q / sum_q w_q C_q equals the mean over occupied bins of S_q / C_q.
+    With weights w_q = 1 / p_q and p_q = C_q / sum(C), the weighted mean sum_q w_q S_q / sum_q w_q C_q
+    equals the mean over occupied bins of S_q / C_q.
     """
-    C, S = counts.sum(axis=0), sums.sum(axis=0)
     occupied = C > 0
     return float((S[occupied] / C[occupied]).mean())
 
 
-def rebalanced_auc_ci(counts: np.ndarray, sums: np.ndarray, boot: Bootstrap) -> list[float] | None:
-    """Bootstrap over images with the bin weights of the whole set held fixed.
+def rebalanced_auc_ci(a: np.ndarray, b: np.ndarray, boot: Bootstrap) -> list[float] | None:
+    """Bootstrap over images with the bin weights w_q = 1 / C_q of the whole set held fixed.
 
     With fixed w_q the estimate is a ratio of per-image sums, sum_i a_i / sum_i b_i (a_i = sum_q w_q s_iq,
-    b_i = sum_q w_q c_iq). Re-estimating p in each resample instead would drop rare bins from resamples
-    and shift the whole interval away from the estimate.
+    b_i = sum_q w_q c_iq: the caller's per-image weighted sums, (N,) each). Re-estimating p in each
+    resample instead would drop rare bins from resamples and shift the whole interval away from the estimate.
     """
-    C = counts.sum(axis=0)
-    w = np.where(C > 0, 1.0 / np.where(C > 0, C, 1.0), 0.0)
-    a, b = sums @ w, counts @ w
     return bootstrap_ci(len(a), lambda idx: a[idx].sum(axis=1) / b[idx].sum(axis=1), boot)
 
 

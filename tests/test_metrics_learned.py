@@ -103,6 +103,30 @@ def test_is_per_split_scores_equal_torchmetrics_on_the_same_order() -> None:
     assert per_split.std(ddof=1) == pytest.approx(float(std), rel=1e-9)
 
 
+def test_is_split_by_split_equals_one_torchmetrics_call() -> None:
+    """The metric hands torchmetrics one split at a time (bounded memory); mean and std equal a single
+    splits=10 torchmetrics call that draws its shuffle from the same seed, and the split scores match the
+    numpy oracle on that order."""
+    from torchmetrics.image.inception import InceptionScore
+
+    from bench.metrics_learned import _Identity
+
+    imgs = palette_images([0, 1, 2, 3, 4, 5, 0, 0, 1] * 23, size=4)  # 207: unequal splits (21 x 9 + 18)
+    options = MetricOptions(inception=PaletteClassifier(6, scale=5.0), is_splits=10, seed=3)
+    out = run_set_metric("is", options, [Batch(imgs[:100], imgs[:100]), Batch(imgs[100:], imgs[100:])])
+    logits = PaletteClassifier(6, scale=5.0)(imgs)[1]
+    tm = InceptionScore(feature=_Identity(), splits=10)
+    tm.update(logits)
+    torch.manual_seed(3)
+    mean, std = tm.compute()
+    assert out["mean"] == pytest.approx(float(mean), rel=1e-6) and out["std_splits"] == pytest.approx(float(std), rel=1e-5)
+    torch.manual_seed(3)
+    order = torch.randperm(207)
+    oracle = inception_split_scores(torch.log_softmax(logits[order].double(), 1).numpy(), 10)
+    np.testing.assert_allclose(out["split_scores"], oracle, rtol=1e-5)
+    assert 1 < out["mean"] < 6
+
+
 # ---- FID -------------------------------------------------------------------------------------------
 
 
