@@ -36,7 +36,7 @@ from bench.metrics_stats import Bootstrap, mean_ci
 from bench.store import atomic_path, short_hash, write_json_atomic
 
 PROGRESS = "progress.json"
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2  # 2: sparse per-bin rows of auc_rebalanced
 
 
 @dataclass

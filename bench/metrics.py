@@ -275,10 +275,13 @@ class AuCRebalanced(SetMetric):
                   "smoothing); equals the mean over occupied bins of the per-bin AuC; set-level; ci95 by bootstrap over images "
                   "with the weights of the whole set held fixed")
 
+    # State per image: only the bins its ground truth occupies (a photo uses a few dozen of the 529), as
+    # flat (image, bin, pixel count, sum of per-pixel AuC) rows -- not a dense (images x 529) table.
+
     def reset(self) -> None:
-        self._pending: list[tuple[Tensor, Tensor]] = []
-        self._counts: list[Tensor] = []
-        self._sums: list[Tensor] = []
+        self._pending: list[dict[str, Tensor]] = []
+        self._rows: list[dict[str, Tensor]] = []  # image index made global
+        self._n = 0
 
     def update(self, batch: Batch) -> None:
         from bench.metrics_core import ab_bin_index, ab_error_area, per_bin_sums
@@ -286,33 +289,44 @@ class AuCRebalanced(SetMetric):
         target_ab = batch.lab("target")[:, 1:]
         area = ab_error_area(batch.lab("pred")[:, 1:], target_ab)
         counts, sums = per_bin_sums(area, ab_bin_index(target_ab))
-        self._pending.append((counts.float().cpu(), sums.float().cpu()))
+        image, bin_ = (counts > 0).nonzero(as_tuple=True)
+        self._pending.append({"n": len(batch), "image": image.to(torch.int32).cpu(), "bin": bin_.to(torch.int16).cpu(),
+                              "count": counts[image, bin_].float().cpu(), "sum": sums[image, bin_].float().cpu()})
 
     def take_chunk(self) -> dict[str, Any]:
         if not self._pending:
             return {}
-        chunk = {"counts": torch.cat([c for c, _ in self._pending]), "sums": torch.cat([s for _, s in self._pending])}
+        offsets = np.cumsum([0] + [p["n"] for p in self._pending[:-1]])
+        chunk = {
+            "n": int(sum(p["n"] for p in self._pending)),
+            "image": torch.cat([p["image"] + int(o) for p, o in zip(self._pending, offsets)]),
+            **{k: torch.cat([p[k] for p in self._pending]) for k in ("bin", "count", "sum")},
+        }
         self._pending = []
         self.replay(chunk)
         return chunk
 
     def replay(self, chunk: dict[str, Any]) -> None:
         if chunk:
-            self._counts.append(chunk["counts"])
-            self._sums.append(chunk["sums"])
+            self._rows.append({**chunk, "image": chunk["image"].to(torch.int64) + self._n})
+            self._n += int(chunk["n"])
 
     def compute(self, stats: Any) -> dict[str, Any]:
+        from bench.metrics_core import AB_BINS
         from bench.metrics_stats import rebalanced_auc, rebalanced_auc_ci
 
-        if not self._counts:
+        if not self._n:
             return {"mean": None, "n": 0, "ci95": None}
-        # Reduced chunk by chunk in float64: no float64 copy of the whole (images x bins) state at once.
-        C = sum(c.sum(0, dtype=torch.float64) for c in self._counts).numpy()
-        S = sum(s.sum(0, dtype=torch.float64) for s in self._sums).numpy()
-        w = torch.from_numpy(np.where(C > 0, 1.0 / np.where(C > 0, C, 1.0), 0.0))
-        a = torch.cat([s.double() @ w for s in self._sums]).numpy()  # per image: sum_q w_q s_iq
-        b = torch.cat([c.double() @ w for c in self._counts]).numpy()  # per image: sum_q w_q c_iq
-        return {"mean": rebalanced_auc(C, S), "n": int(a.shape[0]), "ci95": rebalanced_auc_ci(a, b, stats),
+        image = torch.cat([r["image"] for r in self._rows])
+        bin_ = torch.cat([r["bin"] for r in self._rows]).to(torch.int64)
+        count = torch.cat([r["count"] for r in self._rows]).double()
+        total = torch.cat([r["sum"] for r in self._rows]).double()
+        C = torch.bincount(bin_, weights=count, minlength=AB_BINS)
+        S = torch.bincount(bin_, weights=total, minlength=AB_BINS)
+        w = torch.where(C > 0, 1.0 / C.clamp(min=1.0), torch.zeros_like(C))[bin_]
+        a = torch.bincount(image, weights=w * total, minlength=self._n).numpy()  # per image: sum_q w_q s_iq
+        b = torch.bincount(image, weights=w * count, minlength=self._n).numpy()  # per image: sum_q w_q c_iq
+        return {"mean": rebalanced_auc(C.numpy(), S.numpy()), "n": self._n, "ci95": rebalanced_auc_ci(a, b, stats),
                 "occupied_bins": int((C > 0).sum())}
 
 
