@@ -45,7 +45,7 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
     """
     import numpy as np
 
-    from bench.metrics_stats import Bootstrap, paired_comparison
+    from bench.metrics_stats import Bootstrap, paired_comparison, source_images
 
     results = ctx.obj["results"]
     res_a, rows_a = _load(results, dataset, split, method_a, seed)
@@ -71,14 +71,18 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
                                    f"choices: {', '.join(per_image) or '(none)'}")
 
     boot = Bootstrap(resamples=resamples, seed=0)
+    clusters = source_images(merged["id"].tolist())
+    n_sources = int(clusters.max()) + 1
     click.echo(f"{method_a} (A) vs {method_b} (B) on {dataset}/{split}: {len(merged)} paired images"
+               + (f" (tiles of {n_sources} photos, resampled by photo)" if n_sources < len(merged) else "")
                + (f" ({dropped} without a partner skipped)" if dropped else ""))
     head = ["metric", "mean A", "mean B", "A - B", "95% CI of A - B", "Wilcoxon p", "verdict"]
     table = []
     for m in wanted:
         entry = res_a.get("metrics", {}).get(m, {})
         higher = entry.get("higher_is_better", True)  # None: the metric has no better direction
-        r = paired_comparison(m, merged[f"{m}_a"].to_numpy(np.float64), merged[f"{m}_b"].to_numpy(np.float64), higher, boot)
+        r = paired_comparison(m, merged[f"{m}_a"].to_numpy(np.float64), merged[f"{m}_b"].to_numpy(np.float64), higher, boot,
+                              clusters)
         if r.significant and r.better is None:
             verdict = f"significant: {method_a if r.diff > 0 else method_b} higher (no better direction)"
         elif r.significant:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
 from bench.methods import Method
 from bench.metrics import Batch, Metric, SetMetric
-from bench.metrics_stats import Bootstrap, mean_ci
+from bench.metrics_stats import Bootstrap, mean_ci, source_images
 from bench.store import atomic_path, short_hash, write_json_atomic
 
 PROGRESS = "progress.json"
@@ -244,6 +244,10 @@ def evaluate(
     columns = {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
     rows = pd.DataFrame({"id": ids, **columns})
     aggregates: dict[str, dict[str, Any]] = {}
+    # Tiles of one photo are resampled together (see metrics_stats.mean_ci); None when every item is its own photo.
+    clusters = source_images(ids) if ids else None
+    clustered = clusters is not None and int(clusters.max()) + 1 < len(ids)
+    clusters = clusters if clustered else None
     for name, metric in metrics.items():
         if name in unavailable:
             aggregates[name] = {"mean": None, "n": 0, "ci95": None, **metric.describe(), "available": False,
@@ -251,7 +255,8 @@ def evaluate(
         elif metric.per_image:
             col = columns[name]
             aggregates[name] = {"mean": float(col.mean()) if len(col) else None, "n": int(len(col)),
-                                "ci95": mean_ci(col, bootstrap), **metric.describe(), "available": True}
+                                "ci95": mean_ci(col, bootstrap, clusters), **metric.describe(), "available": True}
         else:
-            aggregates[name] = {**set_level[name].compute(bootstrap), **metric.describe(), "available": True}
-    return Evaluation(rows, aggregates, seconds, samples, resumed_from, bootstrap.describe())
+            aggregates[name] = {**set_level[name].compute(bootstrap, clusters), **metric.describe(), "available": True}
+    statistics = {**bootstrap.describe(clustered), **({"source_images": int(clusters.max()) + 1} if clustered else {})}
+    return Evaluation(rows, aggregates, seconds, samples, resumed_from, statistics)

@@ -146,7 +146,9 @@ class SetMetric(Metric):
     def replay(self, chunk: dict[str, Any]) -> None:
         raise TypeError(f"{type(self).__name__} defines no replay()")
 
-    def compute(self, stats: Any) -> dict[str, Any]:
+    def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:
+        """``stats``: the Bootstrap settings; ``clusters``: the source-photo index of each image in update
+        order (tiles), for intervals over images; None when every image is its own photo."""
         raise TypeError(f"{type(self).__name__} defines no compute()")
 
 
@@ -311,7 +313,7 @@ class AuCRebalanced(SetMetric):
             self._rows.append({**chunk, "image": chunk["image"].to(torch.int64) + self._n})
             self._n += int(chunk["n"])
 
-    def compute(self, stats: Any) -> dict[str, Any]:
+    def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:
         from bench.metrics_core import AB_BINS
         from bench.metrics_stats import rebalanced_auc, rebalanced_auc_ci
 
@@ -326,7 +328,7 @@ class AuCRebalanced(SetMetric):
         w = torch.where(C > 0, 1.0 / C.clamp(min=1.0), torch.zeros_like(C))[bin_]
         a = torch.bincount(image, weights=w * total, minlength=self._n).numpy()  # per image: sum_q w_q s_iq
         b = torch.bincount(image, weights=w * count, minlength=self._n).numpy()  # per image: sum_q w_q c_iq
-        return {"mean": rebalanced_auc(C.numpy(), S.numpy()), "n": self._n, "ci95": rebalanced_auc_ci(a, b, stats),
+        return {"mean": rebalanced_auc(C.numpy(), S.numpy()), "n": self._n, "ci95": rebalanced_auc_ci(a, b, stats, clusters),
                 "occupied_bins": int((C > 0).sum())}
 
 

@@ -186,7 +186,7 @@ class InceptionScore(_InceptionMetric):
         if chunk:
             self._logits.append(chunk["logits"])
 
-    def compute(self, stats: Any) -> dict[str, Any]:
+    def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:  # ci95 over splits, not images
         from torchmetrics.image.inception import InceptionScore as TMInceptionScore
 
         from bench.metrics_stats import mean_ci
@@ -296,7 +296,7 @@ class FID(_InceptionMetric):
         self._pred.add(chunk["pred"])
         self._target.add(chunk["target"])
 
-    def compute(self, stats: Any) -> dict[str, Any]:
+    def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:  # no ci95 (no per-image values)
         n = 0 if self._pred is None else self._pred.n
         out: dict[str, Any] = {"mean": None, "n": n, "ci95": None}
         if n < 2:

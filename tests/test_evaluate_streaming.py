@@ -140,6 +140,8 @@ def test_runner_resumes_and_writes_the_same_csv(tmp_path: Path, monkeypatch: pyt
     assert resumed["metrics"] == clean["metrics"]
     assert all(m["ci95"][0] <= m["mean"] <= m["ci95"][1] for m in clean["metrics"].values())
     assert not (tmp_path / "b/eval/samples/test/gray-s0.partial").exists()
+    # 48 tiles of 3 photos: intervals resample the photos, and the result says so
+    assert clean["statistics"]["source_images"] == 3 and "source images" in clean["statistics"]["ci"]
 
 
 RSS_CHILD = textwrap.dedent("""

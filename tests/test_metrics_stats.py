@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.metrics_stats import Bootstrap, mean_ci, paired_comparison
+from bench.metrics_stats import Bootstrap, mean_ci, paired_comparison, source_images
 
 
 def test_ci_contains_the_mean_and_narrows_as_n_grows() -> None:
@@ -33,6 +33,32 @@ def test_ci_is_reproducible_and_configurable() -> None:
     assert mean_ci(values, Bootstrap(resamples=0)) is None
     assert mean_ci(np.zeros(0), Bootstrap()) is None
     assert mean_ci(np.full(7, 2.5), Bootstrap()) == [2.5, 2.5]
+
+
+def test_tiles_of_one_photo_are_resampled_together() -> None:
+    """16 tiles of each of 8 photos, tiles of a photo scoring alike: the interval over photos is about the
+    interval of the 8 photo means (4x the naive one over 128 'independent' tiles), and contains the mean."""
+    rng = np.random.default_rng(4)
+    photo = rng.normal(22, 3, 8)
+    values = np.repeat(photo, 16) + rng.normal(0, 0.1, 128)
+    ids = [f"p{i}.png#r{t // 4}c{t % 4}" for i in range(8) for t in range(16)]
+    clusters = source_images(ids)
+    assert clusters.tolist() == np.repeat(np.arange(8), 16).tolist()
+    assert source_images(["a.png", "b.png", "a.png#r0c0"]).tolist() == [0, 1, 0]
+    boot = Bootstrap(resamples=2000, seed=0)
+    naive, grouped = mean_ci(values, boot), mean_ci(values, boot, clusters)
+    by_photo = mean_ci(values.reshape(8, 16).mean(1), boot)
+    assert grouped[0] < values.mean() < grouped[1]
+    assert (grouped[1] - grouped[0]) > 3 * (naive[1] - naive[0])
+    assert grouped == pytest.approx(by_photo, rel=1e-6)  # equal tile counts: the mean of photo means
+    # all-distinct clusters change nothing
+    assert mean_ci(values, boot, np.arange(128)) == naive
+    # a planted difference that only 2 photos carry is significant over 128 tiles, not over 8 photos
+    b = values.copy()
+    b[:32] -= 1.0
+    assert paired_comparison("psnr", values, b, True, boot).significant
+    grouped_test = paired_comparison("psnr", values, b, True, boot, clusters)
+    assert not grouped_test.significant and grouped_test.wilcoxon_p > 0.05
 
 
 def test_paired_test_finds_a_planted_1db_difference() -> None:
