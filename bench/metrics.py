@@ -335,7 +335,7 @@ class AuCRebalanced(SetMetric):
 _CF_NOTE = ("Hasler & Suesstrunk 2003: rg = R - G, yb = (R + G)/2 - B on the uint8 sRGB values (0..255, not linearised); "
             "M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2), population std over the image; mean of per-image M")
 _CF_ABS_NOTE = ("as colorfulness but with rg = |R - G|, yb = |(R + G)/2 - B| (the implementation DDColor reports; not the "
-                "paper's definition, and larger)")
+                "paper's definition; |.| raises the mean term and lowers the spread term, so it can be larger or smaller)")
 _CF_GT_NOTE = ("of the ground truth of the same images: the reference to read the outputs' value against (higher is not "
                "better here; it does not depend on the method)")
 

@@ -204,7 +204,8 @@ def colorfulness(rgb: Tensor, absolute: bool = False) -> Tensor:
     rg = R - G, yb = (R + G) / 2 - B (sRGB values as stored, not linearised); M = sqrt(std_rg^2 + std_yb^2)
     + 0.3 sqrt(mean_rg^2 + mean_yb^2), population std over the image's pixels. ``absolute=True`` takes
     |rg| and |yb| first, as the widely copied implementation that DDColor reports does; that variant is
-    larger than M and is not the paper's definition.
+    not the paper's definition (its mean term grows, its spread term shrinks: measured on the samples
+    ground truth 33.9 vs M = 36.9).
     """
     if rgb.dim() != 4 or rgb.shape[1] != 3:
         raise ValueError(f"expected RGB images as (B, 3, H, W); got shape {tuple(rgb.shape)}")
