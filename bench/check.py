@@ -180,6 +180,7 @@ def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Ma
     """Every baseline metric against the current result of the same key; new results listed after."""
     out = Comparison()
     seen: set[Key] = set()
+    unchecked: dict[tuple[str, ...], list[str]] = {}
     for entry in sorted(baseline["results"], key=key_of):
         key = key_of(entry)
         seen.add(key)
@@ -212,9 +213,14 @@ def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Ma
                 hib = (now_entry or {}).get("higher_is_better")
                 way = "" if c == b or hib is None else (" (better)" if (c > b) == hib else " (worse)")
                 out.lines.append(Line(key, metric, b, c, str(tol), "DRIFT" if drift else "ok", drift, way.strip(" ()") if drift else ""))
-        for metric in cur["metrics"]:
-            if metric not in entry["metrics"]:
-                out.notes.append(f"{'/'.join(map(str, key))}: metric {metric} is not in the baseline (not checked)")
+        extra = tuple(m for m in cur["metrics"] if m not in entry["metrics"])
+        if extra:
+            unchecked.setdefault(extra, []).append("/".join(map(str, key)))
+    # One note per set of unchecked metrics, not one per result and metric (a baseline made before new
+    # metrics existed would otherwise print a line for each).
+    for extra, keys in unchecked.items():
+        where = "every result" if len(keys) == len(baseline["results"]) else ", ".join(keys)
+        out.notes.append(f"{where}: metric(s) {', '.join(extra)} not in the baseline (not checked)")
     for key in sorted(set(current) - seen):
         out.lines.append(Line(key, "*", None, None, "", "new", fail_on_new, "not in the baseline; add it with --update-baseline"))
     return out

@@ -110,9 +110,13 @@ def list_cmd(what: str) -> None:
         from bench.metrics import METRICS
 
         for e in METRICS.entries():
-            ok, why = e.obj().available()
-            arrow = "higher is better" if e.obj.higher_is_better else "lower is better"
-            rows.append((e.name, f"{e.description} ({arrow})" + ("" if ok else f" [unavailable: {why}]")))
+            metric = e.obj()
+            ok, why = metric.available()
+            arrow = {True: "higher is better", False: "lower is better", None: "no better direction"}[metric.higher_is_better]
+            kind = "per image" if metric.per_image else "set-level"
+            weights = f"; needs {metric.needs_weights}" if metric.needs_weights else ""
+            status = "available" if ok else f"UNAVAILABLE: {why}"
+            rows.append((e.name, f"{e.description} ({arrow}; {kind}{weights}) [{status}]"))
     width = max((len(n) for n, _ in rows), default=0)
     for name, desc in rows:
         click.echo(f"{name:<{width}}  {desc}")
@@ -173,21 +177,34 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
 @click.option("--methods", "-m", default="gray,kmeans32", show_default=True, help="Comma-separated method names.")
 @common_run_options
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True, help="Split(s) to evaluate.")
-@click.option("--metrics", "metric_names", default="psnr,ssim", show_default=True, help="Comma-separated metric names.")
+@click.option("--metrics", "metric_names", default="default", show_default=True,
+              help="Comma-separated metric names (bench list metrics); 'default' or 'all' expand.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth for IS/FID [default: $BENCH_INCEPTION_WEIGHTS, then the torch hub cache].")
+@click.option("--bootstrap", "bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap resamples of every 95% confidence interval (0: none).")
 @click.pass_context
 @user_errors
-def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names) -> None:
+def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names,
+        inception_weights, bootstrap) -> None:
     """Train what is missing, evaluate, write results and print a table."""
-    from bench.metrics import METRICS
+    import dataclasses
+
+    from bench.metrics import METRICS, MetricOptions, availability, build_metrics, parse_metric_names
     from bench.runner import evaluate_one, record_failure, train_one
 
     spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
+    spec = dataclasses.replace(spec, inception_weights=inception_weights, bootstrap=bootstrap)
     names = split_names(methods)
     if not names:
         raise click.UsageError("--methods is empty")
-    metrics = split_names(metric_names)
+    metrics = parse_metric_names(metric_names)
+    if not metrics:
+        raise click.UsageError("--metrics is empty")
     for m in metrics:
         METRICS.get(m)
+    for m, why in availability(build_metrics(metrics, MetricOptions(inception_weights=inception_weights))).items():
+        click.echo(f"{m}: unavailable, reported as such in the results ({why})", err=True)
     for n in names:
         spec.recipe(n)  # every name and recipe is checked before any work starts
     splits = ["train", "test"] if split == "all" else [split]
@@ -212,19 +229,23 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
         raise click.ClickException(f"failed: {', '.join(sorted(set(failed)))} (see the result files under {spec.results})")
 
 
+ARROWS = {True: "↑", False: "↓", None: "·"}  # · : no better direction (colourfulness)
+
+
 def format_table(results: list[dict], metrics: list[str]) -> str:
     """A plain-text leaderboard of what this invocation produced."""
     if not results:
         return "(no results)"
     from bench.metrics import METRICS
 
-    head = ["method", "dataset", "split", "n"] + [f"{m} {'↑' if METRICS.get(m).higher_is_better else '↓'}" for m in metrics] + ["train s"]
+    head = ["method", "dataset", "split", "n"] + [f"{m} {ARROWS[METRICS.get(m).higher_is_better]}" for m in metrics] + ["train s"]
     rows = []
     for r in results:
         vals = [r["method"], r["dataset"]["name"], r["split"], str(r.get("n_images", ""))]
         for m in metrics:
-            v = r.get("metrics", {}).get(m, {}).get("mean")
-            vals.append("n/a" if v is None else f"{v:.4f}")
+            entry = r.get("metrics", {}).get(m, {})
+            v = entry.get("mean")
+            vals.append(("unavailable" if entry.get("available") is False else "n/a") if v is None else f"{v:.4f}")
         t = (r.get("train") or {}).get("seconds")
         vals.append("-" if t is None else f"{t:.0f}")
         rows.append(vals)
@@ -242,8 +263,9 @@ if __name__ == "__main__":
 
 # Command groups live in their own modules (no torch import at module level) so `bench --help` stays fast.
 from bench.cli_colorize import colorize  # noqa: E402
+from bench.cli_compare import compare  # noqa: E402
 from bench.cli_data import data  # noqa: E402
 from bench.cli_report import check, report  # noqa: E402
 
-for _command in (colorize, data, report, check):
+for _command in (colorize, compare, data, report, check):
     main.add_command(_command)

@@ -1,35 +1,52 @@
 """Colourise a split and score it: L -> predict ab -> Lab -> sRGB uint8 (what a user saves) -> metrics.
 
-Per-image rows go to a CSV beside the result JSON; the JSON holds aggregates, conventions, identity,
-environment and timings. A few outputs are kept as PNGs for the comparison grids of the reports.
+Streaming: images go through in batches and are dropped once scored. What is kept grows by a few numbers
+per image: one float per per-image metric, and the compact features of set-level metrics (IS logits,
+FID pool features are folded into running sums, per-bin sums of the rebalanced AuC) -- never images.
+
+Resumable: with a ``work_dir``, every ``chunk_images`` images the finished per-image values, the set-level
+features of that chunk and the sample outputs are saved as one ``chunk-NNNNN.pt`` (atomically), then
+``progress.json`` (the number of chunks and images done, and a hash of what is being evaluated). A new
+call with the same identity replays the chunks and carries on from the first unscored image, so an
+interrupted evaluation ends with the same per-image rows and aggregates as an uninterrupted one. A
+different identity (another checkpoint, recipe, dataset content, metric list or batch size) starts over.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
-from bench.datasets.views import EvalView
 from bench.methods import Method
-from bench.metrics import Metric
+from bench.metrics import Batch, Metric, SetMetric
+from bench.metrics_stats import Bootstrap, mean_ci, source_images
+from bench.store import atomic_path, short_hash, write_json_atomic
+
+PROGRESS = "progress.json"
+JOURNAL_FORMAT = 2  # 2: sparse per-bin rows of auc_rebalanced
 
 
 @dataclass
 class Evaluation:
     rows: pd.DataFrame  # one row per evaluated image: id, then one column per per-image metric
-    aggregates: dict[str, dict[str, Any]]
+    aggregates: dict[str, dict[str, Any]]  # every requested metric, in request order (unavailable ones say why)
     seconds: float
     samples: list[tuple[str, Tensor, Tensor]] = field(default_factory=list)  # (id, prediction, ground truth)
+    resumed_from: int = 0  # images already scored by an interrupted run and replayed
+    statistics: dict[str, Any] = field(default_factory=dict)  # how the intervals were computed
 
 
 @torch.no_grad()
@@ -73,48 +90,173 @@ def work_size_for(train_image_size: int, card_extra: Mapping[str, Any]) -> int:
     return int(card_extra.get("train_resize_short") or train_image_size)
 
 
+class EvalJournal:
+    """The on-disk chunks of an evaluation in progress, and its progress marker."""
+
+    def __init__(self, folder: Path, identity: dict[str, Any]):
+        self.folder = Path(folder)
+        self.key = short_hash({"journal_format": JOURNAL_FORMAT, **identity}, 16)
+        self.chunks = 0
+        self.n_done = 0
+
+    def load(self) -> list[dict[str, Any]]:
+        """The saved chunks if they belong to this identity; otherwise clear the folder and return none."""
+        marker = self.folder / PROGRESS
+        if not marker.exists():
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            return []
+        progress = json.loads(marker.read_text(encoding="utf-8"))
+        if progress.get("key") != self.key:
+            print(f"evaluate: {self.folder} belongs to a different evaluation (checkpoint, recipe, data or metrics "
+                  "changed): starting over", file=sys.stderr)
+            shutil.rmtree(self.folder)
+            return []
+        chunks = [torch.load(self.folder / f"chunk-{c:05d}.pt", map_location="cpu", weights_only=True)
+                  for c in range(progress["chunks"])]
+        self.chunks, self.n_done = progress["chunks"], progress["n_done"]
+        return chunks
+
+    def append(self, chunk: dict[str, Any]) -> None:
+        with atomic_path(self.folder / f"chunk-{self.chunks:05d}.pt") as tmp:
+            torch.save(chunk, tmp)
+        self.chunks += 1
+        self.n_done += len(chunk["ids"])
+        write_json_atomic(self.folder / PROGRESS, {"key": self.key, "chunks": self.chunks, "n_done": self.n_done})
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def evaluate(
     method: Method,
-    view: EvalView,
+    view: Any,
     metrics: dict[str, Metric],
     *,
     device: torch.device,
     batch_size: int = 16,
     n_samples: int = 8,
     progress: bool | None = None,
+    work_dir: Path | None = None,
+    identity: dict[str, Any] | None = None,
+    chunk_images: int = 256,
+    bootstrap: Bootstrap = Bootstrap(),
     work_size: int | None = None,
 ) -> Evaluation:
-    """Score ``method`` on ``view``; full-size views (mode "full") go through :func:`colorize_full` at
-    ``work_size``, fixed-size views are colourised as they are."""
+    """Score ``method`` on ``view`` (an EvalView: ``view[k] -> (uint8 image, k)``, ``item_id(k)``, ``fixed_size``).
+
+    Full-size views (mode "full") go through :func:`colorize_full` at ``work_size``, fixed-size views are
+    colourised as they are.
+    Metrics whose ``available()`` is false are not run: their aggregate says ``available: false`` and why.
+    With ``work_dir`` the evaluation is journaled there and resumes (see the module docstring); the caller
+    removes it once the final results are written (``EvalJournal(work_dir, {}).remove()``).
+    """
     method.eval()
-    loader = DataLoader(view, batch_size=batch_size if view.fixed_size else 1, shuffle=False, num_workers=0)
+    active: dict[str, Metric] = {}
+    unavailable: dict[str, str] = {}
+    for name, metric in metrics.items():
+        ok, why = metric.available()
+        if ok:
+            active[name] = metric
+            metric.reset()
+        else:
+            unavailable[name] = why
+    per_image = [n for n, m in active.items() if m.per_image]
+    set_level: dict[str, SetMetric] = {n: m for n, m in active.items() if not m.per_image}  # type: ignore[misc]
+
+    ids: list[str] = []
+    values: dict[str, list[np.ndarray]] = {n: [] for n in per_image}
+    samples: list[tuple[str, Tensor, Tensor]] = []
+
+    journal = None
+    if work_dir is not None:
+        journal = EvalJournal(work_dir, {"metrics": list(active), "n_items": len(view), "batch_size": batch_size,
+                                         "chunk_images": chunk_images, "n_samples": n_samples, "work_size": work_size,
+                                         **(identity or {})})
+        for chunk in journal.load():
+            ids.extend(chunk["ids"])
+            for n in per_image:
+                values[n].append(chunk["values"][n].numpy())
+            for n, m in set_level.items():
+                m.replay(chunk["sets"].get(n, {}))
+            samples.extend(chunk["samples"])
+    resumed_from = len(ids)
+
+    # Pending (not yet saved) part of the current chunk.
+    pend_ids: list[str] = []
+    pend_values: dict[str, list[Tensor]] = {n: [] for n in per_image}
+    pend_samples: list[tuple[str, Tensor, Tensor]] = []
+
+    def flush() -> None:
+        if not pend_ids:
+            return
+        chunk = {
+            "ids": list(pend_ids),
+            "values": {n: torch.cat(v) for n, v in pend_values.items()},
+            "sets": {n: m.take_chunk() for n, m in set_level.items()},
+            "samples": list(pend_samples),
+        }
+        if journal is not None:
+            journal.append(chunk)
+        ids.extend(chunk["ids"])
+        for n in per_image:
+            values[n].append(chunk["values"][n].numpy())
+        samples.extend(pend_samples)
+        pend_ids.clear()
+        pend_samples.clear()
+        for v in pend_values.values():
+            v.clear()
+
+    todo = Subset(view, range(resumed_from, len(view))) if resumed_from else view
+    loader = DataLoader(todo, batch_size=batch_size if view.fixed_size else 1, shuffle=False, num_workers=0)
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(view), desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
-    ids: list[str] = []
-    scores: dict[str, list[Tensor]] = {m: [] for m in metrics}
-    samples: list[tuple[str, Tensor, Tensor]] = []
+        bar = tqdm(total=len(view), initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
     t0 = time.perf_counter()
     for rgb, idx in loader:
         rgb = rgb.to(device, non_blocking=True)
         pred = colorize(method, rgb) if view.fixed_size else colorize_full(method, rgb, work_size)
-        for name, metric in metrics.items():
-            scores[name].append(metric.score(pred, rgb).double().cpu())
+        batch = Batch(pred, rgb)
+        for name in per_image:
+            scores = active[name].score_batch(batch)
+            if scores.shape != (len(batch),):
+                raise RuntimeError(f"metric {name} returned shape {tuple(scores.shape)} for a batch of {len(batch)}")
+            pend_values[name].append(scores.detach().to(torch.float64).cpu())
+        for metric in set_level.values():
+            metric.update(batch)
         batch_ids = [view.item_id(int(k)) for k in idx]
-        ids.extend(batch_ids)
-        for j in range(min(len(batch_ids), n_samples - len(samples))):
-            samples.append((batch_ids[j], pred[j].cpu(), rgb[j].cpu()))
+        have = len(samples) + len(pend_samples)
+        for j in range(min(len(batch_ids), n_samples - have)):
+            pend_samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
+        pend_ids.extend(batch_ids)
+        if len(pend_ids) >= chunk_images:
+            flush()
         if bar is not None:
             bar.update(len(batch_ids))
+    flush()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
-    rows = pd.DataFrame({"id": ids, **{m: torch.cat(v).numpy() if v else [] for m, v in scores.items()}})
-    aggregates = {
-        name: {"mean": float(rows[name].mean()) if len(rows) else None, "n": int(len(rows)), **metric.describe()}
-        for name, metric in metrics.items()
-    }
-    return Evaluation(rows, aggregates, seconds, samples)
+
+    columns = {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
+    rows = pd.DataFrame({"id": ids, **columns})
+    aggregates: dict[str, dict[str, Any]] = {}
+    # Tiles of one photo are resampled together (see metrics_stats.mean_ci); None when every item is its own photo.
+    clusters = source_images(ids) if ids else None
+    clustered = clusters is not None and int(clusters.max()) + 1 < len(ids)
+    clusters = clusters if clustered else None
+    for name, metric in metrics.items():
+        if name in unavailable:
+            aggregates[name] = {"mean": None, "n": 0, "ci95": None, **metric.describe(), "available": False,
+                                "reason": unavailable[name]}
+        elif metric.per_image:
+            col = columns[name]
+            aggregates[name] = {"mean": float(col.mean()) if len(col) else None, "n": int(len(col)),
+                                "ci95": mean_ci(col, bootstrap, clusters), **metric.describe(), "available": True}
+        else:
+            aggregates[name] = {**set_level[name].compute(bootstrap, clusters), **metric.describe(), "available": True}
+    statistics = {**bootstrap.describe(clustered), **({"source_images": int(clusters.max()) + 1} if clustered else {})}
+    return Evaluation(rows, aggregates, seconds, samples, resumed_from, statistics)

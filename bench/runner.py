@@ -16,8 +16,9 @@ from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import open_split
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
-from bench.evaluate import evaluate, work_size_for
-from bench.metrics import build_metrics
+from bench.evaluate import EvalJournal, evaluate, work_size_for
+from bench.metrics import MetricOptions, build_metrics
+from bench.metrics_stats import Bootstrap
 from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, short_hash, write_csv_atomic, write_json_atomic
 from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
 
@@ -36,6 +37,9 @@ class RunSpec:
     progress: bool | None = None
     on_bad_image: str = "skip"  # skip (and name) bad files, or refuse the split
     pretrained: bool = False  # --pretrained: params.pretrained=true for the methods that have the option
+    inception_weights: str | None = None  # --inception-weights (IS, FID)
+    bootstrap: int = 1000  # resamples of every 95% interval (0: none)
+    eval_chunk: int = 256  # images per resumable chunk of an evaluation
 
     def recipe(self, method: str) -> MethodRecipe:
         overrides = dict(self.overrides)
@@ -97,14 +101,23 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         }
     else:
         base["train"] = None
-    metrics = build_metrics(list(metric_names))
+    metrics = build_metrics(list(metric_names), MetricOptions(inception_weights=spec.inception_weights))
+    work_dir = json_path.with_suffix(".partial")
+    # What must match for an interrupted evaluation to be resumed rather than restarted.
+    identity = {
+        "method": recipe.name, "recipe": recipe.to_dict(), "dataset": base["dataset"], "seed": spec.seed,
+        "trained": (train_meta or {}).get("identity_hash"), "checkpoint": _checkpoint_stamp(outcome.run_dir),
+        "conventions": {n: m.convention for n, m in metrics.items()}, "bootstrap": spec.bootstrap,
+        "inception_weights": spec.inception_weights, "device": str(device),
+    }
     t0 = time.perf_counter()
     try:
         method = load_trained(recipe, outcome.run_dir, device)
         view = EvalView(images, images.card.eval)
         work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
         result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
-                          work_size=work_size)
+                          work_dir=work_dir, identity=identity, chunk_images=spec.eval_chunk,
+                          bootstrap=Bootstrap(resamples=spec.bootstrap, seed=0), work_size=work_size)
     except Exception as exc:
         base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
                     seconds=round(time.perf_counter() - t0, 3))
@@ -115,7 +128,10 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         metrics=result.aggregates,
         n_images=len(result.rows),
         per_image_file=csv_path.name,
-        timings={"eval_seconds": round(result.seconds, 3), "images_per_s": round(len(result.rows) / max(result.seconds, 1e-9), 2)},
+        statistics=result.statistics,
+        timings={"eval_seconds": round(result.seconds, 3),
+                 "images_per_s": round((len(result.rows) - result.resumed_from) / max(result.seconds, 1e-9), 2),
+                 "resumed_from": result.resumed_from},
         method_info=method.extra_info(),
     )
     if work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L
@@ -132,7 +148,19 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     base["samples"] = [{"file": f"{samples_dir.name}/{k:02d}.png", "id": item, "reference": f"{ref_name}/{k:02d}.png"}
                        for k, (item, _, _) in enumerate(result.samples)]
     write_json_atomic(json_path, base)
+    EvalJournal(work_dir, {}).remove()  # the final files are written: the journal of the run is done
     return base
+
+
+def _checkpoint_stamp(run_dir: Path) -> str | None:
+    """Size and mtime of the trained checkpoint: a retrained method must not resume an old evaluation."""
+    from bench.train import CHECKPOINT
+
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def record_failure(spec: RunSpec, method: str, split: str, exc: BaseException) -> None:

@@ -148,3 +148,29 @@ def test_update_with_dataset_filter_keeps_other_datasets(store):
     entries = sorted((e["method"], e["dataset"]) for e in read_baseline(baseline)["results"])
     assert entries == [("gray", "toy"), ("gray", "toy2"), ("kmeans32", "toy")]
     assert bench("check", "--results", str(root), "--baseline", str(baseline), "--fail-on-new").exit_code == 0
+
+
+def test_results_with_new_metrics_and_intervals_check_against_an_older_baseline(store):
+    """Issue 5 adds ci95, availability and more metrics to results: a baseline of psnr/ssim means still
+    checks them, the unavailable and new metrics are named once (not checked), and a new baseline
+    records an unavailable metric as no value."""
+    root, paths, baseline = store
+    for path in paths.values():
+        def add(d):
+            for m in d["metrics"].values():
+                m["ci95"] = [m["mean"] - 0.5, m["mean"] + 0.5]
+            d["metrics"]["ciede2000"] = {"mean": 9.5, "n": 2, "ci95": [9.0, 10.0], "higher_is_better": False}
+            d["metrics"]["is"] = {"mean": None, "n": 0, "ci95": None, "higher_is_better": True, "available": False,
+                                  "reason": "Inception weights not found"}
+        edit(path, add)
+    r = bench("check", "--results", str(root), "--baseline", str(baseline))
+    assert r.exit_code == 0, r.output
+    assert "OK: 4 line(s) within tolerance" in r.output
+    notes = [ln for ln in r.output.splitlines() if ln.startswith("note:") and "not in the baseline" in ln]
+    assert notes == ["note: every result: metric(s) ciede2000, is not in the baseline (not checked)"]
+    new = baseline.parent / "new.json"
+    assert bench("check", "--results", str(root), "--baseline", str(new), "--update-baseline").exit_code == 0
+    entry = read_baseline(new)["results"][0]["metrics"]
+    assert entry["is"] == {"mean": None, "higher_is_better": True} and entry["ciede2000"]["mean"] == 9.5
+    r = bench("check", "--results", str(root), "--baseline", str(new))
+    assert r.exit_code == 0 and "unavailable in both" in r.output

@@ -26,7 +26,10 @@ def test_list():
     assert "kmeans32" in invoke("list", "methods").output
     out = invoke("list", "datasets").output
     assert "samples" in out and "folder" in out
-    assert "higher is better" in invoke("list", "metrics").output
+    out = invoke("list", "metrics").output
+    assert "higher is better" in out and "lower is better" in out and "no better direction" in out
+    for name in ("psnr", "ssim", "ciede2000", "auc", "auc_rebalanced", "colorfulness", "is", "fid", "lpips"):
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
 
 
 def test_unknown_method_exits_2_with_choices(results):
@@ -56,17 +59,27 @@ def test_corrupt_image_in_folder_names_file(folder_dataset, results):
     assert p.name in r.output and "cannot decode" in r.output
 
 
-def test_run_writes_results_and_table(folder_dataset, results):
-    r = invoke("run", "--methods", "gray,kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST)
+def test_run_writes_results_and_table(folder_dataset, results, tmp_path, monkeypatch):
+    # No Inception weights anywhere: IS is reported as unavailable (why, and where the file goes), the run goes on.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.delenv("BENCH_INCEPTION_WEIGHTS", raising=False)
+    r = invoke("run", "--methods", "gray,kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
+               "--metrics", "psnr,ssim,is")
     assert r.exit_code == 0, r.output
-    assert "gray" in r.output and "kmeans32" in r.output and "psnr" in r.output
+    assert "gray" in r.output and "kmeans32" in r.output and "psnr" in r.output and "unavailable" in r.output
+    assert "weights-inception-2015-12-05-6726825d.pth" in r.output
     res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
     assert res["schema_version"] == 1 and res["status"] == "ok"
     assert res["dataset"]["split"] == "test" and len(res["dataset"]["content_hash"]) == 64
     assert res["train"]["steps"] == 3 and res["environment"]["torch"]
+    assert list(res["metrics"]) == ["psnr", "ssim", "is"]
+    is_ = res["metrics"]["is"]
+    assert is_["available"] is False and is_["mean"] is None and "weights-inception" in is_["reason"]
     rows = pd.read_csv(results / "eval/folder/test/kmeans32-s0.csv")
     assert len(rows) == res["n_images"] and set(rows.columns) == {"id", "psnr", "ssim"}
     assert abs(rows["psnr"].mean() - res["metrics"]["psnr"]["mean"]) < 1e-5
+    lo, hi = res["metrics"]["psnr"]["ci95"]
+    assert lo <= res["metrics"]["psnr"]["mean"] <= hi
     assert "convention" in res["metrics"]["ssim"]
     # a second run trains nothing new
     r2 = invoke("train-all", "--dataset", "folder", "--root", str(folder_dataset), *FAST)

@@ -61,10 +61,12 @@ def test_table_model_bold_and_sort_keys(store, tmp_path):
 def test_lower_is_better_and_unavailable_metric(tmp_path):
     root = tmp_path / "results"
     extra = {"ciede2000": {"mean": 5.0, "n": 5, "higher_is_better": False, "per_image": True, "unit": ""},
+             "colorfulness": {"mean": 30.0, "n": 5, "higher_is_better": None, "per_image": True, "unit": ""},
              "is": {"available": False, "reason": "Inception weights not found at /nowhere/weights.pth", "higher_is_better": True,
                     "per_image": False}}
     make_store(root, methods=("gray",), extra_metrics=extra)
-    paths = make_store(root, methods=("kmeans32",), extra_metrics={**extra, "ciede2000": {**extra["ciede2000"], "mean": 4.0}})
+    paths = make_store(root, methods=("kmeans32",), extra_metrics={**extra, "ciede2000": {**extra["ciede2000"], "mean": 4.0},
+                                                                  "colorfulness": {**extra["colorfulness"], "mean": 40.0}})
     assert paths
     table = build_report(root, tmp_path / "out", pictures=False).sections[0].table
     keys = [h.key for h in table.headers]
@@ -73,6 +75,8 @@ def test_lower_is_better_and_unavailable_metric(tmp_path):
     assert table.headers[de].text.startswith("ciede2000 ↓")
     best = [row[0].text for row in table.rows if row[de].bold]
     assert best == ["kmeans32"]  # 4.0 < 5.0 and lower is better
+    cf = keys.index("metric:colorfulness")  # no better direction: no arrow, nothing bold
+    assert table.headers[cf].text == "colorfulness" and not any(row[cf].bold for row in table.rows)
     cell = table.rows[0][keys.index("metric:is")]
     assert cell.text == "n/a" and cell.note and "Inception weights not found" in table.notes[cell.note - 1]
     md = render_markdown(build_report(root, tmp_path / "out", pictures=False))

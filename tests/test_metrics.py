@@ -1,0 +1,262 @@
+"""The metric registry and the weight-free metrics, against scikit-image and closed forms.
+
+Oracles: skimage.metrics (PSNR, SSIM), skimage.color (rgb2ycbcr, rgb2lab, deltaE_ciede2000), and plain
+numpy transcriptions of the papers' definitions (colourfulness, AuC) -- per image, in float64.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from skimage import color, data, filters, metrics, util
+
+from bench.metrics import METRICS, Batch, MetricOptions, build_metrics, parse_metric_names, DEFAULT_METRICS
+from bench.metrics_core import AUC_THRESHOLDS, ab_error_area, ciede2000, colorfulness, rgb_to_y_bt601
+from bench.metrics_stats import Bootstrap
+
+DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
+TOL = 1e-4
+
+
+def photo_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(target, pred) uint8 HWC pairs: real photos vs degraded copies (noise, blur, colour shift, desaturation,
+    a gray output as a colourisation baseline gives), random images, a pair of identical images."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for name in ("astronaut", "chelsea", "coffee"):
+        im = getattr(data, name)()[100:164, 120:184]
+        noisy = np.clip(im + rng.normal(0, 12, im.shape), 0, 255).astype(np.uint8)
+        blurred = util.img_as_ubyte(filters.gaussian(im, sigma=1.5, channel_axis=-1))
+        shifted = np.clip(im.astype(int) + [25, -15, 10], 0, 255).astype(np.uint8)
+        gray = util.img_as_ubyte(color.gray2rgb(color.rgb2gray(im)))
+        pairs += [(im, noisy), (im, blurred), (im, shifted), (im, gray)]
+    pairs.append(tuple(rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)))
+    same = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pairs.append((same, same.copy()))
+    return pairs
+
+
+PAIRS = photo_pairs()
+
+
+def to_batch(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def batch() -> Batch:
+    targets, preds = zip(*PAIRS)
+    return Batch(to_batch(list(preds)), to_batch(list(targets)))
+
+
+def scores(name: str, b: Batch) -> np.ndarray:
+    out = METRICS.get(name)().score_batch(b)
+    assert out.shape == (len(b),) and out.dtype == torch.float64
+    return out.cpu().numpy()
+
+
+def sk_ssim(t: np.ndarray, p: np.ndarray, data_range: float, channel_axis: int | None) -> float:
+    return metrics.structural_similarity(t, p, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                         data_range=data_range, channel_axis=channel_axis)
+
+
+def sk_psnr(t: np.ndarray, p: np.ndarray, data_range: float) -> float:
+    with np.errstate(divide="ignore"):
+        return min(metrics.peak_signal_noise_ratio(t, p, data_range=data_range), 100.0)
+
+
+# ---- PSNR / SSIM and their named variants ------------------------------------------------------------
+
+
+def test_rgb_psnr_ssim_match_skimage(batch: Batch) -> None:
+    np.testing.assert_allclose(scores("psnr", batch), [sk_psnr(t, p, 255) for t, p in PAIRS], atol=TOL, rtol=0)
+    np.testing.assert_allclose(scores("ssim", batch), [sk_ssim(t, p, 255, -1) for t, p in PAIRS], atol=TOL, rtol=0)
+
+
+def test_y_channel_variants_match_skimage_rgb2ycbcr(batch: Batch) -> None:
+    ys = [(color.rgb2ycbcr(t)[..., 0], color.rgb2ycbcr(p)[..., 0]) for t, p in PAIRS]
+    np.testing.assert_allclose(scores("psnr_y", batch), [sk_psnr(t, p, 255) for t, p in ys], atol=TOL, rtol=0)
+    np.testing.assert_allclose(scores("ssim_y", batch), [sk_ssim(t, p, 255, None) for t, p in ys], atol=TOL, rtol=0)
+
+
+def test_y_is_bt601_studio_range() -> None:
+    rgb = torch.tensor([[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=torch.uint8)
+    y = rgb_to_y_bt601(rgb.T.reshape(1, 3, 1, 5)).flatten()
+    np.testing.assert_allclose(y.numpy(), [16, 235, 16 + 65.481, 16 + 128.553, 16 + 24.966], atol=1e-9)
+
+
+def test_ab_variants_match_skimage_rgb2lab(batch: Batch) -> None:
+    abs_ = [(color.rgb2lab(t)[..., 1:], color.rgb2lab(p)[..., 1:]) for t, p in PAIRS]
+    np.testing.assert_allclose(scores("psnr_ab", batch), [sk_psnr(t, p, 255) for t, p in abs_], atol=TOL, rtol=0)
+    np.testing.assert_allclose(scores("ssim_ab", batch), [sk_ssim(t, p, 255, -1) for t, p in abs_], atol=TOL, rtol=0)
+
+
+def test_identical_images_are_capped_never_inf(batch: Batch) -> None:
+    for name in ("psnr", "psnr_y", "psnr_ab"):
+        assert scores(name, batch)[-1] == 100.0
+    assert np.all(np.isfinite(scores("psnr_ab", batch)))
+
+
+# ---- CIEDE2000 ------------------------------------------------------------------------------------
+
+
+def test_ciede2000_matches_skimage_per_image(batch: Batch) -> None:
+    expected = [color.deltaE_ciede2000(color.rgb2lab(t), color.rgb2lab(p)).mean() for t, p in PAIRS]
+    np.testing.assert_allclose(scores("ciede2000", batch), expected, atol=TOL, rtol=0)
+    assert scores("ciede2000", batch)[-1] == 0.0
+
+
+def test_ciede2000_per_pixel_on_hard_lab_pairs() -> None:
+    """Random Lab pairs including zero chroma, hue wrap-around and the Sharma et al. 2005 test data."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    lab1 = np.stack([rng.uniform(0, 100, n), rng.uniform(-110, 110, n), rng.uniform(-110, 110, n)], -1)
+    lab2 = lab1 + rng.normal(0, 8, lab1.shape)
+    lab1[:200, 1:] = 0  # zero chroma
+    lab2[200:400, 1] = -lab1[200:400, 1]  # across the negative a axis: hue differences near pi
+    lab2[200:400, 2] = lab1[200:400, 2] * 1e-3
+    sharma = np.array([  # (L1, a1, b1, L2, a2, b2, dE00) rows 1, 7, 17, 19, 25 of Sharma, Wu & Dalal's table
+        [50.0, 2.6772, -79.7751, 50.0, 0.0, -82.7485, 2.0425],
+        [50.0, 0.0, 0.0, 50.0, -1.0, 2.0, 2.3669],
+        [50.0, 2.5, 0.0, 73.0, 25.0, -18.0, 27.1492],
+        [50.0, 2.5, 0.0, 50.0, 0.0, -2.5, 4.3065],
+        [60.2574, -34.0099, 36.2677, 60.4626, -34.1751, 39.4387, 1.2644],
+    ])
+    lab1 = np.concatenate([lab1, sharma[:, :3]])
+    lab2 = np.concatenate([lab2, sharma[:, 3:6]])
+    ours = ciede2000(torch.from_numpy(lab1.T[None, :, :, None]), torch.from_numpy(lab2.T[None, :, :, None]))[0, :, 0].numpy()
+    np.testing.assert_allclose(ours, color.deltaE_ciede2000(lab1, lab2), atol=1e-9, rtol=0)
+    np.testing.assert_allclose(ours[-5:], sharma[:, 6], atol=1e-4, rtol=0)
+
+
+# ---- Colourfulness --------------------------------------------------------------------------------
+
+
+def hasler(img: np.ndarray, absolute: bool) -> float:
+    r, g, b = (img[..., c].astype(np.float64) for c in range(3))
+    rg, yb = r - g, 0.5 * (r + g) - b
+    if absolute:
+        rg, yb = np.abs(rg), np.abs(yb)
+    return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_colorfulness_matches_definition_for_outputs_and_truth(batch: Batch, absolute: bool) -> None:
+    suffix = "_abs" if absolute else ""
+    np.testing.assert_allclose(scores(f"colorfulness{suffix}", batch), [hasler(p, absolute) for _, p in PAIRS], atol=1e-9)
+    np.testing.assert_allclose(scores(f"colorfulness{suffix}_gt", batch), [hasler(t, absolute) for t, _ in PAIRS], atol=1e-9)
+
+
+def test_colorfulness_closed_forms() -> None:
+    gray = torch.full((1, 3, 8, 8), 77, dtype=torch.uint8)
+    assert colorfulness(gray).item() == 0.0
+    flat = torch.tensor([200, 50, 20], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 8, 8)
+    rg, yb = 150.0, 0.5 * 250 - 20
+    assert colorfulness(flat).item() == pytest.approx(0.3 * np.hypot(rg, yb), abs=1e-9)
+    # Half red, half green: the signed rg has mean 0 and std 255; the absolute one mean 255 and std 0.
+    half = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    half[0, 0, :, :2] = 255
+    half[0, 1, :, 2:] = 255
+    assert colorfulness(half).item() == pytest.approx(np.hypot(255, 0) + 0.3 * np.hypot(0, 127.5), abs=1e-9)
+    assert colorfulness(half, absolute=True).item() == pytest.approx(0.3 * np.hypot(255, 127.5), abs=1e-9)
+
+
+# ---- AuC (Zhang et al. 2016) ------------------------------------------------------------------------
+
+
+def auc_by_definition(target: np.ndarray, pred: np.ndarray) -> float:
+    err = np.linalg.norm(color.rgb2lab(pred)[..., 1:] - color.rgb2lab(target)[..., 1:], axis=-1)
+    return float(np.mean([(err <= t).mean() for t in range(0, 151)]))
+
+
+def test_auc_matches_its_definition(batch: Batch) -> None:
+    # Lab is float32 here, float64 in skimage: an error within ~1e-5 of an integer threshold can land on the
+    # other side of it, moving one pixel's share by up to 1/151 (measured: 2 of 14 images off by 1.6e-6).
+    np.testing.assert_allclose(scores("auc", batch), [auc_by_definition(t, p) for t, p in PAIRS], atol=1e-5, rtol=0)
+    assert scores("auc", batch)[-1] == 1.0  # a perfect prediction
+
+
+@pytest.mark.parametrize("d, expected", [(0.0, 1.0), (10.0, 141 / 151), (10.5, 140 / 151), (150.0, 1 / 151), (150.5, 0.0), (400.0, 0.0)])
+def test_auc_of_a_constant_error(d: float, expected: float) -> None:
+    # Integer ab and offsets along (1, 0), (0, -1) and the 3-4-5 direction, so the error is exactly d.
+    target = torch.randint(-100, 100, (3, 2, 5, 7)).to(torch.float64)
+    direction = torch.tensor([[1.0, 0.0], [0.0, -1.0], [0.6, 0.8]], dtype=torch.float64).view(3, 2, 1, 1)
+    pred = target + d * direction
+    area = ab_error_area(pred, target)
+    assert AUC_THRESHOLDS == 151
+    np.testing.assert_allclose(area.mean(dim=(1, 2)).numpy(), [expected] * 3, atol=1e-12)
+
+
+def rebalanced_by_definition(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Pixel weights 1/p(bin of the true ab), p over all pixels of the set; weighted cumulative curve."""
+    errs, bins = [], []
+    for t, p in pairs:
+        ab_t, ab_p = color.rgb2lab(t)[..., 1:], color.rgb2lab(p)[..., 1:]
+        errs.append(np.linalg.norm(ab_p - ab_t, axis=-1).ravel())
+        q = np.clip(np.round(ab_t / 10), -11, 11).astype(int) + 11
+        bins.append((q[..., 0] * 23 + q[..., 1]).ravel())
+    err, q = np.concatenate(errs), np.concatenate(bins)
+    p = np.bincount(q, minlength=23 * 23) / len(q)
+    w = 1.0 / p[q]
+    return float(np.mean([(w * (err <= t)).sum() / w.sum() for t in range(0, 151)]))
+
+
+def test_rebalanced_auc_matches_its_definition(batch: Batch) -> None:
+    metric = METRICS.get("auc_rebalanced")()
+    metric.reset()
+    metric.update(batch)
+    metric.take_chunk()
+    out = metric.compute(Bootstrap(resamples=200))
+    assert out["n"] == len(PAIRS)
+    assert out["mean"] == pytest.approx(rebalanced_by_definition(PAIRS), abs=1e-6)
+    assert out["ci95"][0] <= out["mean"] <= out["ci95"][1]
+
+
+def test_rebalanced_auc_weights_rare_colours_up() -> None:
+    """A big perfectly predicted area and a small badly predicted one: plain AuC is near 1, the rebalanced
+    one is the mean of the two per-bin AuCs."""
+    target = torch.zeros(1, 3, 20, 20, dtype=torch.uint8)
+    target[:, :] = torch.tensor([120, 120, 120], dtype=torch.uint8).view(1, 3, 1, 1)
+    target[0, :, :2, :2] = torch.tensor([200, 30, 30], dtype=torch.uint8).view(3, 1, 1)  # 4 red pixels
+    pred = target.clone()
+    pred[0, :, :2, :2] = 120  # the red patch predicted gray
+    b = Batch(pred, target)
+    metric = METRICS.get("auc_rebalanced")()
+    metric.reset()
+    metric.update(b)
+    metric.take_chunk()
+    red_auc = ab_error_area(b.lab("pred")[:, 1:, :2, :2], b.lab("target")[:, 1:, :2, :2]).mean().item()
+    # (per-bin sums are stored as float32: 1e-7 relative)
+    assert metric.compute(Bootstrap(resamples=0))["mean"] == pytest.approx((1 + red_auc) / 2, abs=1e-6)
+    plain = METRICS.get("auc")().score_batch(b).item()
+    assert plain == pytest.approx((396 + 4 * red_auc) / 400, abs=1e-12) and plain > (1 + red_auc) / 2
+
+
+# ---- Registry ---------------------------------------------------------------------------------------
+
+
+def test_every_metric_declares_its_contract() -> None:
+    assert set(DEFAULT_METRICS) <= set(METRICS.names())
+    for name in METRICS.names():
+        m = METRICS.get(name)()
+        assert m.name == name
+        assert m.higher_is_better in (True, False, None) and isinstance(m.per_image, bool)
+        assert len(m.convention) > 40, f"{name}: state the convention"
+        ok, why = m.available()
+        assert ok or why, f"{name}: an unavailable metric must say why"
+        d = m.describe()
+        assert d["convention"] == m.convention and d["needs_weights"] == (m.needs_weights is not None)
+    needs = {n for n in METRICS.names() if METRICS.get(n).needs_weights}
+    assert needs == {"is", "fid", "lpips"}
+    no_direction = {n for n in METRICS.names() if METRICS.get(n).higher_is_better is None}
+    assert no_direction == {"colorfulness", "colorfulness_gt", "colorfulness_abs", "colorfulness_abs_gt"}
+
+
+def test_metric_names_parsing() -> None:
+    assert parse_metric_names("psnr, ssim,psnr") == ["psnr", "ssim"]
+    assert parse_metric_names("default") == list(DEFAULT_METRICS)
+    assert set(parse_metric_names("all")) == set(METRICS.names())
+    assert set(build_metrics(["psnr", "is"], MetricOptions())) == {"psnr", "is"}
