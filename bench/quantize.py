@@ -59,7 +59,7 @@ def nearest(points: Tensor, centres: Tensor) -> Tensor:
 # Gamut bins (Zhang et al. 2016): a grid of ``grid`` ab units restricted to the colours sRGB can show
 
 AB_GRID: float = 10.0
-#: How the in-gamut bins are chosen (see :func:`gamut_bins`); measured Q on the grid of 10 in brackets.
+#: How the in-gamut bins are chosen (see :func:`compute_gamut_tables`): Q = 322 and 261 on the grid of 10.
 GAMUT_RULES = ("soft5", "nearest")
 _GAMUT_ALGO_VERSION = "1"  # bump when the computation changes, so stale cache files are not reused
 # The 8 neighbours of a grid point, in grid units.
@@ -87,21 +87,19 @@ def srgb_ab(reds_per_chunk: int = 16) -> Iterator[Tensor]:
         yield rgb_to_lab(rgb)[1:].reshape(2, -1).T
 
 
-def compute_gamut_bins(rule: str = "soft5", grid: float = AB_GRID) -> Tensor:
-    """The ab grid points (multiples of ``grid``) that the sRGB gamut uses, as (Q, 2) float32 sorted by (a, b).
+def compute_gamut_tables(grid: float = AB_GRID) -> dict[str, Tensor]:
+    """The in-gamut bin table of every rule in :data:`GAMUT_RULES`, from one pass over all sRGB colours.
 
-    ``rule="nearest"``: grid points that are the nearest grid point of at least one sRGB colour
-    (Q = 261 on the grid of 10). ``rule="soft5"``: grid points among the 5 nearest grid points of at
-    least one sRGB colour, i.e. the support of Zhang's 5-nearest-neighbour soft encoding over the
-    whole gamut (Q = 322): with this table, soft-encoding any sRGB colour against the table gives the
-    same 5 bins as against the unbounded grid. Zhang's published table has 313 bins; neither rule
-    reproduces it exactly.
+    Each table holds the ab grid points (multiples of ``grid``) that the sRGB gamut uses, as (Q, 2)
+    float32 sorted by (a, b). ``"nearest"``: grid points that are the nearest grid point of at least one
+    sRGB colour (Q = 261 on the grid of 10). ``"soft5"``: grid points among the 5 nearest grid points of
+    at least one sRGB colour, i.e. the support of Zhang's 5-nearest-neighbour soft encoding over the
+    whole gamut (Q = 322): with this table, soft-encoding any sRGB colour gives the same 5 bins as
+    against the unbounded grid. Zhang's published table has 313 bins; neither rule reproduces it.
 
-    Cost: one pass over all 16.7M colours (about 10-20 s on 2 cores); :func:`gamut_bins` caches it.
+    Cost: one pass over all 16.7M colours (about 8 s of CPU on 2 cores); :func:`gamut_bins` caches it.
     Ties between equally distant 5th neighbours (a set of measure zero) are broken arbitrarily.
     """
-    if rule not in GAMUT_RULES:
-        raise ValueError(f"unknown gamut rule {rule!r}; choices: {', '.join(GAMUT_RULES)}")
     n = int(math.ceil(AB_RANGE / grid)) + 2  # grid index offset: every sRGB ab lies well inside
     side = 2 * n + 1
     nb = _NEIGHBOURS
@@ -114,20 +112,29 @@ def compute_gamut_bins(rule: str = "soft5", grid: float = AB_GRID) -> Tensor:
         cell = torch.round(x)
         lin = (cell[:, 0].long() + n) * side + cell[:, 1].long() + n
         nearest_hit[lin] = True
-        if rule == "soft5":
-            # The nearest grid point is the rounded one; the other 4 of the 5 nearest are always among
-            # its 8 neighbours (any other grid point is >= 1.5 cells away, the 5th nearest of these 9
-            # is at most sqrt(2.5) ~ 1.58, with equality only at ties). Ranking the neighbours by
-            # |x - c - o|^2 - |x - c|^2 = |o|^2 - 2 (x - c).o is one small matmul per chunk.
-            rank = nb_sq - 2.0 * (x - cell) @ nb.T.float()
-            picked = rank.topk(4, dim=1, largest=False, sorted=False).indices
-            neighbour_hit[lin.unsqueeze(1), picked] = True
-    hit = nearest_hit.clone()
+        # The nearest grid point is the rounded one; the other 4 of the 5 nearest are always among its
+        # 8 neighbours (any other grid point is >= 1.5 cells away, the 5th nearest of these 9 is at
+        # most sqrt(2.5) ~ 1.58, with equality only at ties). Ranking the neighbours by
+        # |x - c - o|^2 - |x - c|^2 = |o|^2 - 2 (x - c).o is one small matmul per chunk.
+        rank = nb_sq - 2.0 * (x - cell) @ nb.T.float()
+        picked = rank.topk(4, dim=1, largest=False, sorted=False).indices
+        neighbour_hit[lin.unsqueeze(1), picked] = True
+    soft_hit = nearest_hit.clone()
     cells, j = neighbour_hit.nonzero(as_tuple=True)
-    hit[cells + nb[j, 0] * side + nb[j, 1]] = True
-    idx = hit.nonzero().squeeze(1)
-    bins = torch.stack([idx // side - n, idx % side - n], 1).float() * grid
-    return bins  # row-major over (a, b): already sorted by a, then b
+    soft_hit[cells + nb[j, 0] * side + nb[j, 1]] = True
+
+    def table(hit: Tensor) -> Tensor:
+        idx = hit.nonzero().squeeze(1)
+        return torch.stack([idx // side - n, idx % side - n], 1).float() * grid  # row-major: sorted by (a, b)
+
+    return {"nearest": table(nearest_hit), "soft5": table(soft_hit)}
+
+
+def compute_gamut_bins(rule: str = "soft5", grid: float = AB_GRID) -> Tensor:
+    """The bin table of one rule (see :func:`compute_gamut_tables`), computed now, without the cache."""
+    if rule not in GAMUT_RULES:
+        raise ValueError(f"unknown gamut rule {rule!r}; choices: {', '.join(GAMUT_RULES)}")
+    return compute_gamut_tables(grid)[rule]
 
 
 def _cache_file(rule: str, grid: float) -> Path:
@@ -137,24 +144,25 @@ def _cache_file(rule: str, grid: float) -> Path:
 
 
 @functools.lru_cache(maxsize=8)
-def _gamut_bins_cached(rule: str, grid: float) -> Tensor:
+def _gamut_bins_cached(rule: str, grid: float, root: str) -> Tensor:
     path = _cache_file(rule, grid)
     if path.exists():
         try:
             return load_bin_table(path)
         except BinTableError:
             pass  # a damaged cache file is recomputed and replaced
-    bins = compute_gamut_bins(rule, grid)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, bins.numpy())
-    return bins
+    tables = compute_gamut_tables(grid)
+    for name, bins in tables.items():  # one pass gives every rule: keep them all
+        with atomic_path(_cache_file(name, grid)) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, bins.numpy())
+    return tables[rule]
 
 
 def gamut_bins(rule: str = "soft5", grid: float = AB_GRID) -> Tensor:
-    """:func:`compute_gamut_bins`, computed once per machine and cached under :func:`cache_root` ``/gamut``."""
+    """:func:`compute_gamut_tables`, computed once per machine and cached under :func:`cache_root` ``/gamut``."""
     if rule not in GAMUT_RULES:
         raise ValueError(f"unknown gamut rule {rule!r}; choices: {', '.join(GAMUT_RULES)}")
-    return _gamut_bins_cached(rule, float(grid)).clone()
+    return _gamut_bins_cached(rule, float(grid), str(cache_root())).clone()
 
 
 def load_bin_table(path: str | os.PathLike) -> Tensor:

@@ -22,10 +22,12 @@ Where it departs from the paper:
   of the 16.7M sRGB colours (``gamut_rule: soft5``, Q = 322); ``gamut_rule: nearest`` keeps the grid
   points that are the nearest of some colour (Q = 261). ``bins_file`` loads any (Q, 2) ``.npy`` table,
   e.g. the published one, so that released weights could be used.
-- The prior is estimated from the crops the trainer hands to :meth:`Zhang.prepare` (``prepare_images``
-  training crops of the recipe), not from the whole ImageNet training set, and smoothed by a Gaussian
-  over the bin centres (mass re-normalised over the table). It is stored in a buffer, so checkpoints
-  carry it and resume or evaluation never recompute it.
+- The prior is the empirical ab distribution of the training split the run trains on (every image, or
+  ``prior_images`` evenly spaced ones; each image's pixels subsampled with a regular stride to at most
+  ``prior_pixels_per_image``), counted once per split and cached on disk keyed by the split's content
+  hash and the bin table (:func:`split_ab_counts`), then smoothed by a Gaussian over the bin centres
+  (mass re-normalised over the table). It is stored in a buffer, so checkpoints carry it and resume or
+  evaluation never recompute it.
 - The learning rate is constant (the paper steps it down to 1e-5 and 3e-6 at 200k and 375k iterations;
   the shared loop has no schedule), and the paper's filter of grayscale training images is not applied.
 - The ``cpu`` recipes (small crops, few steps, a larger learning rate) and ``zhang-small`` (a width
@@ -39,8 +41,13 @@ Where it departs from the paper:
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +55,9 @@ from torch import Tensor, nn
 
 from bench.methods import METHODS
 from bench.methods.base import Method, Update
-from bench.quantize import GAMUT_RULES, gamut_bins, load_bin_table, nearest_bin, soft_encode
+from bench.color import rgb_to_lab
+from bench.quantize import GAMUT_RULES, cache_root, gamut_bins, load_bin_table, nearest_bin, soft_encode
+from bench.store import atomic_path
 
 TARGETS = ("soft", "onehot")
 DECODERS = ("annealed", "topk")
@@ -68,6 +77,8 @@ class ZhangParams:
     decode: str = "annealed"  # "annealed" (annealed mean) or "topk"
     temperature: float = 0.38  # T = 1: the mean; T -> 0: the mode
     top_k: int = 5
+    prior_images: int | None = None  # images of the split the prior is counted on: None = all, else evenly spaced
+    prior_pixels_per_image: int = 65536  # a regular pixel stride keeps at most this many per image
 
     def __post_init__(self):
         if not self.width > 0:
@@ -78,6 +89,8 @@ class ZhangParams:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+        if (self.prior_images is not None and self.prior_images < 1) or self.prior_pixels_per_image < 1:
+            raise ValueError(f"prior_images and prior_pixels_per_image must be >= 1, got {self.prior_images}, {self.prior_pixels_per_image}")
         if self.soft_neighbours < 1 or self.top_k < 1:
             raise ValueError(f"soft_neighbours and top_k must be >= 1, got {self.soft_neighbours}, {self.top_k}")
         for name in ("soft_sigma", "prior_sigma", "temperature"):
@@ -100,6 +113,56 @@ def empirical_prior(ab: Tensor, bins: Tensor) -> Tensor:
     """The fraction of ab points (N, 2) whose nearest bin is each bin: (Q,) summing to 1."""
     counts = torch.bincount(nearest_bin(ab, bins), minlength=len(bins)).double()
     return (counts / counts.sum().clamp_min(1)).float()
+
+
+_PRIOR_ALGO_VERSION = "1"  # bump when the counting changes, so stale cache files are not reused
+
+
+def bins_digest(bins: Tensor) -> str:
+    return hashlib.sha256(bins.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def count_split_ab(data: Any, bins: Tensor, max_images: int | None = None, pixels_per_image: int = 65536) -> Tensor:
+    """How many pixels of the split ``data`` fall nearest to each bin: (Q,) float64.
+
+    Images are converted one at a time (sizes differ); a regular stride over each image's pixels keeps
+    at most ``pixels_per_image`` of them (a stride, not a resize: averaging would desaturate the prior).
+    """
+    n = len(data)
+    if n == 0:
+        raise ValueError(f"zhang: the {data.name}/{data.split} split has no images to estimate the ab prior from")
+    picks = range(n) if max_images is None or max_images >= n else np.linspace(0, n - 1, max_images).round().astype(int).tolist()
+    counts = torch.zeros(len(bins), dtype=torch.float64, device=bins.device)
+    with torch.no_grad():
+        for i in picks:
+            ab = rgb_to_lab(data.load(int(i)).to(bins.device))[1:].reshape(2, -1).T
+            ab = ab[:: math.ceil(len(ab) / pixels_per_image)]
+            counts += torch.bincount(nearest_bin(ab, bins), minlength=len(bins)).double()
+    return counts.cpu()
+
+
+def prior_cache_file(data: Any, bins: Tensor, max_images: int | None, pixels_per_image: int) -> Path:
+    """Where the counts of a split are kept: keyed by its content hash, the bin table and the sampling."""
+    ident = data.identity()
+    key = json.dumps([ident["name"], ident["split"], ident["content_hash"], bins_digest(bins), max_images,
+                      pixels_per_image, _PRIOR_ALGO_VERSION]).encode()
+    return cache_root() / "priors" / f"{ident['name']}-{ident['split']}-{hashlib.sha256(key).hexdigest()[:16]}.npy"
+
+
+def split_ab_counts(data: Any, bins: Tensor, max_images: int | None = None, pixels_per_image: int = 65536) -> tuple[Tensor, Path, bool]:
+    """:func:`count_split_ab`, computed once per split and cached on disk; returns (counts, file, from_cache)."""
+    path = prior_cache_file(data, bins, max_images, pixels_per_image)
+    if path.exists():
+        try:
+            arr = np.load(path, allow_pickle=False)
+            if arr.shape == (len(bins),) and np.isfinite(arr).all() and arr.sum() > 0:
+                return torch.from_numpy(arr.astype(np.float64)), path, True
+        except (OSError, ValueError):
+            pass  # a damaged cache file is recomputed and replaced
+    counts = count_split_ab(data, bins.cpu(), max_images, pixels_per_image)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, counts.numpy())
+    return counts, path, False
 
 
 def smooth_prior(prior: Tensor, bins: Tensor, sigma: float) -> Tensor:
@@ -193,19 +256,14 @@ class Zhang(Method):
         self.register_buffer("prior", torch.full((len(bins),), 1.0 / len(bins)))
         self.register_buffer("prior_pixels", torch.zeros((), dtype=torch.long))
 
-    def prepare(self, lab_batches: Iterable[Tensor]) -> None:
-        """Estimate the ab prior of the training split from the trainer's preparation crops."""
-        bins = self.bins
-        counts = torch.zeros(len(bins), dtype=torch.float64, device=bins.device)
-        n = 0
-        for lab in lab_batches:  # batch by batch: memory stays bounded however many crops there are
-            ab = lab[:, 1:].permute(0, 2, 3, 1).reshape(-1, 2).to(bins.device)
-            counts += torch.bincount(nearest_bin(ab, bins), minlength=len(bins)).double()
-            n += len(ab)
-        if n == 0:
-            raise ValueError("zhang: prepare() got no training pixels to estimate the ab prior from")
-        self.prior.copy_(smooth_prior((counts / n).float(), bins, self.params.prior_sigma))
-        self.prior_pixels.fill_(n)
+    def prepare_split(self, data: Any) -> None:
+        """The smoothed empirical ab prior of the training split (counted once per split, then cached)."""
+        p = self.params
+        counts, path, hit = split_ab_counts(data, self.bins, p.prior_images, p.prior_pixels_per_image)
+        counts = counts.to(self.bins.device)
+        self.prior.copy_(smooth_prior((counts / counts.sum()).float(), self.bins, p.prior_sigma))
+        self.prior_pixels.fill_(int(counts.sum()))
+        self._prior_source = {"prior_cache": str(path), "prior_from_cache": hit}
 
     def class_weights(self) -> Tensor:
         if not self.params.rebalance:
@@ -238,10 +296,11 @@ class Zhang(Method):
         return F.interpolate(ab, size=L.shape[-2:], mode="bilinear", align_corners=False).to(L.dtype)
 
     def extra_info(self) -> dict[str, Any]:
-        bins = self.bins.detach().cpu().contiguous()
+        bins = self.bins
         return {
             "n_bins": len(bins),
             "bins": self.params.bins_file or f"gamut:{self.params.gamut_rule}",
-            "bins_sha256": hashlib.sha256(bins.numpy().tobytes()).hexdigest(),
+            "bins_sha256": bins_digest(bins),
             "prior_pixels": int(self.prior_pixels),
+            **getattr(self, "_prior_source", {}),
         }
