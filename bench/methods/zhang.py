@@ -11,8 +11,9 @@ convolution to Q logits; the decoded ab are upsampled bilinearly to the input si
 What follows the paper: soft encoding over the 5 nearest bins with a Gaussian of sigma 5; class
 rebalancing weights w ∝ ((1 - λ) p~ + λ / Q)^-1 with λ = 1/2, p~ the training split's empirical ab
 distribution smoothed with a Gaussian of sigma 5, normalised so that E_p~[w] = 1, each pixel weighted by
-the weight of its nearest bin; the ground truth subsampled to the logits' grid; annealed-mean decoding with T = 0.38;
-Adam with lr 3e-5, betas (0.9, 0.99), weight decay 1e-3, batch 40 of 176-px crops (the ``gpu`` recipe).
+the weight of its nearest bin; the ground truth subsampled to the logits' grid; annealed-mean
+decoding with T = 0.38; Adam with lr 3e-5, betas (0.9, 0.99), weight decay 1e-3, batch 40 of 176-px
+crops (the ``gpu`` recipe).
 
 Where it departs from the paper:
 - The bins. Zhang released a table of 313 in-gamut bins (``pts_in_hull.npy``) without the rule that
@@ -52,7 +53,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
