@@ -237,6 +237,7 @@ def train(
         set_rng_state(ckpt["rng"])
         start = int(ckpt["step"])
     else:
+        method.prepare_split(data)
         # A separate stream of crops (negative sample numbers) so preparation never shifts training data.
         n = cfg.prepare_images
         with torch.no_grad():

@@ -49,6 +49,11 @@ class Method(nn.Module):
         self.params = params
         self.train_cfg = train
 
+    def prepare_split(self, data: Any) -> None:
+        """Fit what comes from the whole training split (an :class:`~bench.datasets.base.ImageSet`), such as
+        a class prior, before :meth:`prepare`. Called once per fresh run; a method may cache the result per
+        split content (``data.identity()["content_hash"]``). Default: nothing."""
+
     def prepare(self, lab_batches: Iterable[Tensor]) -> None:
         """Fit what comes from the training data before the first step (palettes, priors). Default: nothing."""
 
