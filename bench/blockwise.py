@@ -41,6 +41,7 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         ready = threading.Barrier(threads + 1)
 
         def single_threaded() -> None:
+            torch.get_num_threads()  # torch's lazy per-thread set-up first: it would put the default back later
             torch.set_num_threads(1)  # this worker's OpenMP/MKL threads; also torch's default for new threads...
             ready.wait()
 
