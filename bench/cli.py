@@ -138,7 +138,14 @@ def train(ctx, method, dataset, root, size, overrides, seed, device, progress, o
     _echo_outcome(method, out)
 
 
+def is_main_process() -> bool:
+    """False in the processes torchrun started beside rank 0: they train, but print and write nothing."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _echo_outcome(method: str, out) -> None:
+    if not is_main_process():
+        return
     if out.status == "untrained":
         click.echo(f"{method}: needs no training")
     elif out.status == "skipped":
@@ -208,16 +215,20 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
     for n in names:
         spec.recipe(n)  # every name and recipe is checked before any work starts
     splits = ["train", "test"] if split == "all" else [split]
-    results, failed = [], []
-    for name in names:
+    results, failed, trained = [], [], {}
+    main_process = is_main_process()
+    for name in names:  # all training first: under torchrun every process takes part in it
         try:
-            outcome = train_one(spec, name)
+            trained[name] = train_one(spec, name)
         except Exception as exc:
             failed.append(name)
             click.echo(f"{name}: training FAILED: {type(exc).__name__}: {exc}", err=True)
-            for s in splits:
-                record_failure(spec, name, s, exc)
-            continue
+            if main_process:
+                for s in splits:
+                    record_failure(spec, name, s, exc)
+    if not main_process:  # under torchrun, rank 0 alone evaluates and writes the results
+        return
+    for name, outcome in trained.items():
         for s in splits:
             try:
                 results.append(evaluate_one(spec, name, s, metrics, outcome))

@@ -97,6 +97,8 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
             "steps": train_meta.get("steps"),
             "seconds": train_meta.get("seconds"),
             "images_per_s": train_meta.get("images_per_s"),
+            "throughput": train_meta.get("throughput"),  # model FLOPs per image and the fraction of matmul peak
+            "processes": (train_meta.get("environment") or {}).get("processes", 1),
             "method_info": train_meta.get("method_info", {}),
         }
     else:
