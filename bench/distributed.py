@@ -52,6 +52,12 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """False in the processes torchrun started beside rank 0 (read from the environment: no process group
+    needed): they train, but print and write nothing."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 

@@ -234,13 +234,14 @@ def train(
     writes the run folder.
     """
     device = device or pick_device()
-    d = distributed.init(device)
     identity = run_identity(recipe, data, seed)
     ident_hash = short_hash(identity, 64)
     run_dir = train_dir(results, recipe.name, data.name, seed, identity)
     if not recipe.trainable or not METHODS.get(recipe.adapter).needs_training:
         return TrainOutcome(run_dir, "untrained")
-    if resume and is_trained(run_dir):
+    d = distributed.init(device)
+    # Decided together: a process that skipped while the others trained would leave them waiting.
+    if all(distributed.gather_objects(resume and is_trained(run_dir), d)):
         return TrainOutcome(run_dir, "skipped", recipe.train.steps)
     cfg = recipe.train
     if cfg.batch_size % d.world:

@@ -71,15 +71,27 @@ def test_interrupted_run_under_torchrun_resumes_bit_identically(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_bench_run_under_torchrun_trains_together_and_rank_0_evaluates(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench",
-           "--results", str(tmp_path), "run", "--methods", "gray,kmeans32", "--dataset", "samples", "--recipe", "cpu",
-           "--no-progress", "--bootstrap", "0", "--metrics", "psnr,ssim", "--set", "train.steps=4",
-           "--set", "train.batch_size=4", "--set", "train.image_size=32", "--set", "train.prepare_images=8"]
-    out = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+def test_bench_run_under_torchrun_trains_together_and_scores_in_shares(tmp_path):
+    args = ["--results", str(tmp_path), "run", "--methods", "gray,kmeans32", "--dataset", "samples", "--recipe", "cpu",
+            "--no-progress", "--bootstrap", "50", "--metrics", "psnr,ssim,auc_rebalanced", "--eval-chunk", "8",
+            "--set", "train.steps=4", "--set", "train.batch_size=4", "--set", "train.image_size=32",
+            "--set", "train.prepare_images=8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "bench", *args]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("kmeans32  samples  test") == 1  # one table, printed by rank 0
     meta = json.loads(next((tmp_path / "train" / "kmeans32").glob("*/train.json")).read_text())
     assert meta["environment"]["processes"] == 2 and meta["environment"]["batchnorm"] == "per process"
-    result = json.loads((tmp_path / "eval" / "samples" / "test" / "kmeans32-s0.json").read_text())
-    assert result["status"] == "ok" and result["n_images"] == 48
+    folder = tmp_path / "eval" / "samples" / "test"
+    shared = json.loads((folder / "kmeans32-s0.json").read_text())
+    assert shared["status"] == "ok" and shared["n_images"] == 48 and shared["evaluated_by_processes"] == 2
+    rows = (folder / "kmeans32-s0.csv").read_bytes()
+
+    # One process scoring the same trained model (training is skipped: same identity) writes the same numbers.
+    alone = subprocess.run([sys.executable, "-m", "bench", *args], env=env, capture_output=True, text=True, timeout=300)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = json.loads((folder / "kmeans32-s0.json").read_text())
+    assert "evaluated_by_processes" not in single and (folder / "kmeans32-s0.csv").read_bytes() == rows
+    assert single["metrics"] == shared["metrics"]  # per-image means, intervals and the set-level auc_rebalanced
+    assert [s["id"] for s in single["samples"]] == [s["id"] for s in shared["samples"]]
