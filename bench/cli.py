@@ -139,6 +139,10 @@ def train(ctx, method, dataset, root, size, overrides, seed, device, progress, o
 
 
 def _echo_outcome(method: str, out) -> None:
+    from bench.distributed import is_main_process
+
+    if not is_main_process():
+        return
     if out.status == "untrained":
         click.echo(f"{method}: needs no training")
     elif out.status == "skipped":
@@ -183,10 +187,12 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
               help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth for IS/FID [default: $BENCH_INCEPTION_WEIGHTS, then the torch hub cache].")
 @click.option("--bootstrap", "bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
               help="Bootstrap resamples of every 95% confidence interval (0: none).")
+@click.option("--eval-chunk", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images per evaluation chunk: what an interrupted evaluation loses at most, and the share one process scores under torchrun.")
 @click.pass_context
 @user_errors
 def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names,
-        inception_weights, bootstrap) -> None:
+        inception_weights, bootstrap, eval_chunk) -> None:
     """Train what is missing, evaluate, write results and print a table."""
     import dataclasses
 
@@ -194,7 +200,7 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
     from bench.runner import evaluate_one, record_failure, train_one
 
     spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
-    spec = dataclasses.replace(spec, inception_weights=inception_weights, bootstrap=bootstrap)
+    spec = dataclasses.replace(spec, inception_weights=inception_weights, bootstrap=bootstrap, eval_chunk=eval_chunk)
     names = split_names(methods)
     if not names:
         raise click.UsageError("--methods is empty")
@@ -209,10 +215,15 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
         spec.recipe(n)  # every name and recipe is checked before any work starts
     splits = ["train", "test"] if split == "all" else [split]
     results, failed = [], []
+    from bench.distributed import is_main_process, launched_by_torchrun
+
+    main_process = is_main_process()
     for name in names:
         try:
             outcome = train_one(spec, name)
         except Exception as exc:
+            if launched_by_torchrun():  # the other processes cannot go on without this one: torchrun stops them
+                raise
             failed.append(name)
             click.echo(f"{name}: training FAILED: {type(exc).__name__}: {exc}", err=True)
             for s in splits:
@@ -222,8 +233,12 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
             try:
                 results.append(evaluate_one(spec, name, s, metrics, outcome))
             except Exception as exc:
+                if launched_by_torchrun():
+                    raise
                 failed.append(name)
                 click.echo(f"{name}: evaluation on {s} FAILED: {type(exc).__name__}: {exc}", err=True)
+    if not main_process:  # under torchrun, rank 0 prints the table and wrote the results
+        return
     click.echo(format_table(results, metrics))
     if failed:
         raise click.ClickException(f"failed: {', '.join(sorted(set(failed)))} (see the result files under {spec.results})")

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from bench import distributed
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
 from bench.methods import Method
 from bench.metrics import Batch, Metric, SetMetric
@@ -142,6 +143,7 @@ def evaluate(
     chunk_images: int = 256,
     bootstrap: Bootstrap = Bootstrap(),
     work_size: int | None = None,
+    dist: distributed.Dist = distributed.SINGLE,
 ) -> Evaluation:
     """Score ``method`` on ``view`` (an EvalView: ``view[k] -> (uint8 image, k)``, ``item_id(k)``, ``fixed_size``).
 
@@ -150,6 +152,9 @@ def evaluate(
     Metrics whose ``available()`` is false are not run: their aggregate says ``available: false`` and why.
     With ``work_dir`` the evaluation is journaled there and resumes (see the module docstring); the caller
     removes it once the final results are written (``EvalJournal(work_dir, {}).remove()``).
+
+    Under torchrun (``dist``), process r scores chunks r, r + W, ...; the chunks are gathered and replayed
+    in order on every process, so the rows and aggregates are those of one process (no journal then).
     """
     method.eval()
     active: dict[str, Metric] = {}
@@ -169,7 +174,7 @@ def evaluate(
     samples: list[tuple[str, Tensor, Tensor]] = []
 
     journal = None
-    if work_dir is not None:
+    if work_dir is not None and not dist.enabled:
         journal = EvalJournal(work_dir, {"metrics": list(active), "n_items": len(view), "batch_size": batch_size,
                                          "chunk_images": chunk_images, "n_samples": n_samples, "work_size": work_size,
                                          **(identity or {})})
@@ -187,7 +192,9 @@ def evaluate(
     pend_values: dict[str, list[Tensor]] = {n: [] for n in per_image}
     pend_samples: list[tuple[str, Tensor, Tensor]] = []
 
-    def flush() -> None:
+    mine: list[tuple[int, dict[str, Any]]] = []  # under torchrun: (chunk number, chunk) scored here
+
+    def flush(number: int) -> None:
         if not pend_ids:
             return
         chunk = {
@@ -198,47 +205,65 @@ def evaluate(
         }
         if journal is not None:
             journal.append(chunk)
-        ids.extend(chunk["ids"])
-        for n in per_image:
-            values[n].append(chunk["values"][n].numpy())
-        samples.extend(pend_samples)
+        if dist.enabled:
+            mine.append((number, chunk))
+        else:
+            ids.extend(chunk["ids"])
+            for n in per_image:
+                values[n].append(chunk["values"][n].numpy())
+            samples.extend(pend_samples)
         pend_ids.clear()
         pend_samples.clear()
         for v in pend_values.values():
             v.clear()
 
-    todo = Subset(view, range(resumed_from, len(view))) if resumed_from else view
-    loader = DataLoader(todo, batch_size=batch_size if view.fixed_size else 1, shuffle=False, num_workers=0)
-    show = sys.stderr.isatty() if progress is None else progress
+    # Chunks are whole batches (``chunk_images`` rounded up), so a chunk never splits a batch.
+    per_batch = batch_size if view.fixed_size else 1
+    chunk_len = -(-chunk_images // per_batch) * per_batch
+    starts = [c for c in range(resumed_from, len(view), chunk_len)]
+    todo = [(k, c) for k, c in enumerate(starts) if k % dist.world == dist.rank]
+    show = (sys.stderr.isatty() if progress is None else progress) and dist.is_main
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(view), initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
+        total = resumed_from + sum(min(chunk_len, len(view) - c) for _, c in todo)
+        bar = tqdm(total=total, initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
     t0 = time.perf_counter()
-    for rgb, idx in loader:
-        rgb = rgb.to(device, non_blocking=True)
-        pred = colorize(method, rgb) if view.fixed_size else colorize_full(method, rgb, work_size)
-        batch = Batch(pred, rgb)
-        for name in per_image:
-            scores = active[name].score_batch(batch)
-            if scores.shape != (len(batch),):
-                raise RuntimeError(f"metric {name} returned shape {tuple(scores.shape)} for a batch of {len(batch)}")
-            pend_values[name].append(scores.detach().to(torch.float64).cpu())
-        for metric in set_level.values():
-            metric.update(batch)
-        batch_ids = [view.item_id(int(k)) for k in idx]
-        have = len(samples) + len(pend_samples)
-        for j in range(min(len(batch_ids), n_samples - have)):
-            pend_samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
-        pend_ids.extend(batch_ids)
-        if len(pend_ids) >= chunk_images:
-            flush()
-        if bar is not None:
-            bar.update(len(batch_ids))
-    flush()
+    for number, first in todo:
+        part = Subset(view, range(first, min(first + chunk_len, len(view))))
+        for rgb, idx in DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0):
+            rgb = rgb.to(device, non_blocking=True)
+            pred = colorize(method, rgb) if view.fixed_size else colorize_full(method, rgb, work_size)
+            batch = Batch(pred, rgb)
+            for name in per_image:
+                scores = active[name].score_batch(batch)
+                if scores.shape != (len(batch),):
+                    raise RuntimeError(f"metric {name} returned shape {tuple(scores.shape)} for a batch of {len(batch)}")
+                pend_values[name].append(scores.detach().to(torch.float64).cpu())
+            for metric in set_level.values():
+                metric.update(batch)
+            batch_ids = [view.item_id(int(k)) for k in idx]
+            have = len(samples) + len(pend_samples) + sum(len(c["samples"]) for _, c in mine)
+            for j in range(min(len(batch_ids), n_samples - have)):
+                pend_samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
+            pend_ids.extend(batch_ids)
+            if bar is not None:
+                bar.update(len(batch_ids))
+        flush(number)
     if bar is not None:
         bar.close()
+    if dist.enabled:  # every chunk, in order, on every process: as if one process had scored them all
+        chunks = sorted((c for part in distributed.gather_objects(mine, dist) for c in part), key=lambda c: c[0])
+        for metric in set_level.values():
+            metric.reset()
+        for _, chunk in chunks:
+            ids.extend(chunk["ids"])
+            for n in per_image:
+                values[n].append(chunk["values"][n].numpy())
+            for n, m in set_level.items():
+                m.replay(chunk["sets"].get(n, {}))
+            samples.extend(chunk["samples"][: n_samples - len(samples)])
     seconds = time.perf_counter() - t0
 
     columns = {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}

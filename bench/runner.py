@@ -16,6 +16,8 @@ from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import open_split
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
+from bench import distributed
+from bench.distributed import is_main_process
 from bench.evaluate import EvalJournal, evaluate, work_size_for
 from bench.metrics import MetricOptions, build_metrics
 from bench.metrics_stats import Bootstrap
@@ -53,7 +55,7 @@ class RunSpec:
         (once per process and content)."""
         images = open_split(DATASETS.get(self.dataset), split, self.root, on_bad_image=self.on_bad_image)
         key = (images.name, split, str(images.root), images.identity()["content_hash"], crop)
-        if key not in _REPORTED:
+        if key not in _REPORTED and is_main_process():
             _REPORTED.add(key)
             for line in images.report(crop=crop):
                 print(line, file=sys.stderr)
@@ -76,6 +78,7 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     """Evaluate a trained (or training-free) method on ``split`` and write its result files."""
     recipe = spec.recipe(method)
     device = pick_device(spec.device)
+    d = distributed.init(device)  # under torchrun every process scores a share; rank 0 writes
     images = spec.images(split)
     json_path, csv_path, samples_dir = eval_paths(spec.results, recipe.name, images.name, split, spec.seed)
     base: dict[str, Any] = {
@@ -97,6 +100,8 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
             "steps": train_meta.get("steps"),
             "seconds": train_meta.get("seconds"),
             "images_per_s": train_meta.get("images_per_s"),
+            "throughput": train_meta.get("throughput"),  # model FLOPs per image and the fraction of matmul peak
+            "processes": (train_meta.get("environment") or {}).get("processes", 1),
             "method_info": train_meta.get("method_info", {}),
         }
     else:
@@ -117,11 +122,12 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
         result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
                           work_dir=work_dir, identity=identity, chunk_images=spec.eval_chunk,
-                          bootstrap=Bootstrap(resamples=spec.bootstrap, seed=0), work_size=work_size)
+                          bootstrap=Bootstrap(resamples=spec.bootstrap, seed=0), work_size=work_size, dist=d)
     except Exception as exc:
         base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
                     seconds=round(time.perf_counter() - t0, 3))
-        write_json_atomic(json_path, base)
+        if d.is_main:
+            write_json_atomic(json_path, base)
         raise
     base.update(
         status="ok",
@@ -136,6 +142,10 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     )
     if work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L
         base["work_size"] = work_size
+    if d.enabled:
+        base["evaluated_by_processes"] = d.world
+    if not d.is_main:
+        return base
     write_csv_atomic(csv_path, result.rows)
     for k, (item, pred, _) in enumerate(result.samples):
         write_png(samples_dir / f"{k:02d}.png", pred)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import random
 import sys
 import time
@@ -19,8 +20,10 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from bench import distributed
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
@@ -43,16 +46,19 @@ class CheckpointError(RuntimeError):
 
 
 def pick_device(name: str | None = None) -> torch.device:
-    """``name`` if given, else CUDA, then Apple's MPS, then CPU."""
+    """``name`` if given, else CUDA, then Apple's MPS, then CPU. Under torchrun, plain ``cuda`` is the
+    process's own GPU, ``cuda:$LOCAL_RANK``."""
     if name:
         dev = torch.device(name)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
         if dev.type == "mps" and not torch.backends.mps.is_available():
             raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+        if dev.type == "cuda" and dev.index is None and distributed.launched_by_torchrun():
+            dev = torch.device("cuda", distributed.local_rank())
         return dev
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return torch.device("cuda", distributed.local_rank()) if distributed.launched_by_torchrun() else torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
@@ -96,7 +102,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str) -> None:
+def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
+                    rng: Any = None) -> None:
+    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "identity": identity_hash,
@@ -104,7 +112,7 @@ def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, s
         "model": method.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng_state(),
+        "rng": rng if rng is not None else rng_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -196,6 +204,19 @@ def is_trained(run_dir: Path) -> bool:
     return meta.exists() and (run_dir / CHECKPOINT).exists() and read_json(meta).get("status") == "done"
 
 
+class SampleRange(Dataset):
+    """Samples ``first``, ``first + 1``, ... of the endless crop stream, as a sized dataset for a sampler."""
+
+    def __init__(self, crops: Dataset, first: int, n: int):
+        self.crops, self.first, self.n = crops, first, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, p: int) -> Tensor:
+        return self.crops[self.first + p]
+
+
 def train(
     recipe: MethodRecipe,
     data: ImageSet,
@@ -206,26 +227,42 @@ def train(
     resume: bool = True,
     progress: bool | None = None,
 ) -> TrainOutcome:
-    """Train ``recipe`` on ``data`` (the train split) into its run folder, resuming if a checkpoint exists."""
+    """Train ``recipe`` on ``data`` (the train split) into its run folder, resuming if a checkpoint exists.
+
+    Started by torchrun, every process runs this with the same arguments: each takes ``batch_size /
+    WORLD_SIZE`` of every global batch, gradients are averaged (:mod:`bench.distributed`), and only rank 0
+    writes the run folder.
+    """
     device = device or pick_device()
     identity = run_identity(recipe, data, seed)
     ident_hash = short_hash(identity, 64)
     run_dir = train_dir(results, recipe.name, data.name, seed, identity)
     if not recipe.trainable or not METHODS.get(recipe.adapter).needs_training:
         return TrainOutcome(run_dir, "untrained")
-    if resume and is_trained(run_dir):
+    d = distributed.init(device)
+    # Decided together: a process that skipped while the others trained would leave them waiting.
+    if all(distributed.gather_objects(resume and is_trained(run_dir), d)):
         return TrainOutcome(run_dir, "skipped", recipe.train.steps)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = recipe.train
+    if cfg.batch_size % d.world:
+        raise ValueError(f"{recipe.name}: train.batch_size {cfg.batch_size} is the global batch and must divide "
+                         f"among the {d.world} processes; use --set train.batch_size={cfg.batch_size // d.world * d.world or d.world}")
+    local_batch = cfg.batch_size // d.world
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT
 
     seed_everything(seed, device)  # before the networks are built: their initial weights are drawn here
     method = build_method(recipe).to(device)
+    if d.enabled and device.type == "cuda":
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
     crops = TrainCrops(data, cfg.image_size, seed, resize_to=data.card.extra.get("train_resize_short"))
-    if resume and ckpt_path.exists():
+    # A run is resumed only from a checkpoint every process can see (the results folder is shared).
+    have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
+    if have_ckpt:
         ckpt = load_checkpoint(ckpt_path, device)
         if ckpt["identity"] != ident_hash:
             raise CheckpointError(f"{ckpt_path}: belongs to another configuration; delete the folder {run_dir}")
@@ -234,7 +271,8 @@ def train(
             opt.load_state_dict(ckpt["optimizers"][name])
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        rng = ckpt["rng"]
+        set_rng_state(rng[d.rank % len(rng)] if isinstance(rng, list) else rng)
         start = int(ckpt["step"])
     else:
         method.prepare_split(data)
@@ -247,7 +285,11 @@ def train(
             ]
             method.prepare(batches)
         del batches
+        distributed.broadcast_state(method, d)  # one starting point, whatever preparation did on each process
+        if d.enabled:  # same weights everywhere, but each process its own noise (GAN interpolates, dropout)
+            torch.manual_seed(seed * 1_000_003 + d.rank)
 
+    flops = _flops_per_image(method, recipe, device, autocast)
     meta = {
         "schema_version": 1,
         "status": "running",
@@ -258,18 +300,26 @@ def train(
         "identity_hash": ident_hash,
         "recipe": recipe.to_dict(),
         "recipe_source": recipe.source,
-        "environment": environment(str(device)),
+        "environment": {**environment(str(device)), "processes": d.world,
+                        **({"batchnorm": "synchronised" if device.type == "cuda" else "per process"} if d.enabled else {})},
         "started": now(),
         "resumed_from_step": start,
         "method_info": method.extra_info(),
     }
-    write_json_atomic(run_dir / TRAIN_JSON, meta)
-    log = LossLog(run_dir / LOSSES, start)
+    if d.is_main:
+        write_json_atomic(run_dir / TRAIN_JSON, meta)
+    log = LossLog(run_dir / LOSSES, start) if d.is_main else None
+    if cfg.compile:
+        for net in method.children():  # in place: the state_dict keys stay those of the eager modules
+            net.compile()
 
+    stream = SampleRange(crops, start * cfg.batch_size, (cfg.steps - start) * cfg.batch_size)
     loader = DataLoader(
-        crops,
-        batch_size=cfg.batch_size,
-        sampler=range(start * cfg.batch_size, cfg.steps * cfg.batch_size),
+        stream,
+        batch_size=local_batch,
+        # Process r takes samples r, r + W, r + 2W, ...: global batch i is samples i*B .. (i+1)*B - 1 on any
+        # number of processes, so N processes see what one process would.
+        sampler=DistributedSampler(stream, num_replicas=d.world, rank=d.rank, shuffle=False, drop_last=True),
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
@@ -279,13 +329,13 @@ def train(
         # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).
         generator=torch.Generator().manual_seed(seed),
     )
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
     bar = _progress(cfg.steps, start, recipe.name, show)
     method.train()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     bad = torch.zeros((), dtype=torch.bool, device=device)
-    last_good = start if ckpt_path.exists() else None
+    last_good = start if have_ckpt else None
     t0, t_window, n_window = time.perf_counter(), time.perf_counter(), 0
     step = start
     try:
@@ -298,12 +348,14 @@ def train(
                 L = L.contiguous(memory_format=torch.channels_last)
             for upd in _updates(method.training_step(L, ab, step), autocast):
                 opt = optimizers[upd.optimizer]
+                params = [p for g in opt.param_groups for p in g["params"]]
                 opt.zero_grad(set_to_none=True)
                 (scaler.scale(upd.loss) if scaler else upd.loss).backward()
+                distributed.average_gradients(params, d)
                 if cfg.grad_clip:
                     if scaler:
                         scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 scaler.step(opt) if scaler else opt.step()
                 bad |= ~torch.isfinite(upd.loss.detach())
                 for k, v in {f"loss_{upd.optimizer}": upd.loss.detach(), **upd.logs}.items():
@@ -316,7 +368,7 @@ def train(
             at_log = done % cfg.log_every == 0 or done == cfg.steps
             at_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
             if device.type == "cpu" or at_log or at_ckpt:  # a sync per step only where it is free
-                if bool(bad):
+                if distributed.any_process(bad, d):
                     where = f"at step {done}" if device.type == "cpu" else f"between steps {done - n_window + 1} and {done}"
                     kept = f"the last good checkpoint (step {last_good}) is kept at {ckpt_path}" if last_good is not None else "no checkpoint was written yet"
                     raise TrainingDiverged(
@@ -327,19 +379,24 @@ def train(
                 dt = time.perf_counter() - t_window
                 ips = n_window * cfg.batch_size / max(dt, 1e-9)
                 # each value is averaged over the updates that logged it (not every step has every update)
-                row = {"step": done, **{k: round(float(v) / counts[k], 6) for k, v in sums.items()}, "images_per_s": round(ips, 2)}
-                log.write(row)
+                means = distributed.mean_over_processes({k: v / counts[k] for k, v in sums.items()}, d)
+                row = {"step": done, **{k: round(float(v), 6) for k, v in means.items()}, "images_per_s": round(ips, 2)}
+                if log is not None:
+                    log.write(row)
                 if bar is not None:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{ips:.1f}"})
                 sums, counts, t_window, n_window = {}, {}, time.perf_counter(), 0
             if at_ckpt:
-                save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash)
+                rngs = distributed.gather_objects(rng_state(), d)
+                if d.is_main:
+                    save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0])
                 last_good = done
             if bar is not None:
                 bar.update(1)
     except BaseException as exc:
         meta.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=f"{type(exc).__name__}: {exc}", ended=now())
-        write_json_atomic(run_dir / TRAIN_JSON, meta)
+        if d.is_main:
+            write_json_atomic(run_dir / TRAIN_JSON, meta)
         raise
     finally:
         if bar is not None:
@@ -347,9 +404,43 @@ def train(
     seconds = time.perf_counter() - t0
     trained = cfg.steps - start
     ips = trained * cfg.batch_size / seconds if trained else None
-    meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now())
-    write_json_atomic(run_dir / TRAIN_JSON, meta)
+    meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now(),
+                throughput=_throughput(ips, flops, device, cfg.amp, d.world))
+    if d.is_main:
+        write_json_atomic(run_dir / TRAIN_JSON, meta)
+    distributed.barrier(d)  # nobody evaluates before the main process has written the checkpoint
     return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips)
+
+
+def _flops_per_image(method: Method, recipe: MethodRecipe, device: torch.device, autocast: Any) -> float | None:
+    """Model FLOPs per training image at the recipe's crop size (forward + backward; see :mod:`bench.flops`)."""
+    from bench.flops import train_flops_per_image
+
+    size = recipe.train.image_size
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        L = torch.rand(2, 1, size, size, device=device) * 100
+        ab = torch.randn(2, 2, size, size, device=device) * 20
+    try:
+        return train_flops_per_image(method, L, ab, cycle=getattr(method, "step_cycle", 1), autocast=autocast)
+    except Exception as exc:  # counting is a report, never a reason to fail a run
+        print(f"train: could not count {recipe.name}'s FLOPs ({type(exc).__name__}: {exc}); throughput is recorded without them", file=sys.stderr)
+        return None
+
+
+def _throughput(ips: float | None, flops: float | None, device: torch.device, amp: bool, world: int) -> dict[str, Any]:
+    """Images/s (all processes), model FLOP/s, and their fraction of what a large matmul reaches on this
+    process's device in the training dtype, times the number of processes."""
+    from bench.flops import matmul_flops_per_s
+
+    dtype = torch.float32
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    out: dict[str, Any] = {"images_per_s": ips, "train_flops_per_image": flops, "matmul_dtype": str(dtype).removeprefix("torch.")}
+    if ips and flops:
+        peak = matmul_flops_per_s(device, dtype)
+        achieved = ips * flops
+        out.update(achieved_flops_per_s=achieved, matmul_flops_per_s=peak, fraction_of_matmul=round(achieved / (peak * world), 4))
+    return out
 
 
 def _updates(steps: Iterator, autocast: Any) -> Iterator:

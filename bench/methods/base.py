@@ -43,6 +43,9 @@ class Method(nn.Module):
     needs_training: ClassVar[bool] = True
     #: A plugin without a YAML file may carry its recipe here (same keys as ``methods/*.yaml``).
     recipe: ClassVar[Mapping[str, Any] | None] = None
+    #: Consecutive training steps that repeat as a pattern (a WGAN-GP steps its generator every n-th
+    #: step); FLOPs per image are averaged over them.
+    step_cycle: int = 1
 
     def __init__(self, params: Any, train: TrainConfig):
         super().__init__()

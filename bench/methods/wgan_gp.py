@@ -64,6 +64,10 @@ class WGANGP(GeneratorMethod):
         super().__init__(params, train)
         self.critic = patch_discriminator(3, params.critic_width, params.critic_layers, norm="instance")
 
+    @property
+    def step_cycle(self) -> int:
+        return self.params.n_critic
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         t = self.train_cfg
         adam = lambda net: torch.optim.Adam(net.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
