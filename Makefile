@@ -21,8 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Throughput ratios measured in one run, with the load of other processes beside each (~6 min on 2 cores).
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-json=results/benchmarks/latest.json
+	mkdir -p results/benchmarks
+	$(BIN)/python -m pytest benchmarks -q -s --benchmark-only --benchmark-json=results/benchmarks/latest.json
 
 report: $(STAMP)
 	$(BIN)/bench report

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.blockwise import run_blocks
+
 __all__ = [
     "psnr", "ssim", "ssim_map", "SSIM_WINDOW", "rgb_to_y_bt601", "ciede2000", "colorfulness", "ab_error_area", "ab_bin_index",
     "per_bin_sums", "AUC_THRESHOLDS",
@@ -63,6 +65,9 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
     K2 0.03, the 5-px border cropped (here: a "valid" convolution, which never computes it), mean over
     pixels, then over channels. Images must be at least 11 x 11.
     """
+    if _fast_ssim_applies(pred, target):
+        _check_ssim_inputs(pred, target)
+        return _fast_ssim(pred, target, data_range, per_image_mean=True)
     return ssim_map(pred, target, data_range).to(torch.float64).mean(dim=(1, 2, 3))
 
 
@@ -72,19 +77,16 @@ def ssim_map(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
     Float64 inputs give float64, anything else float32; the 5-px border is never computed ("valid"
     convolutions), exactly skimage's cropped region.
     """
-    _check_pair(pred, target)
-    _, channels, height, width = pred.shape
-    if height < SSIM_WINDOW or width < SSIM_WINDOW:
-        raise ValueError(
-            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian window); "
-            f"got {height}x{width} (shape {tuple(pred.shape)})"
-        )
+    _check_ssim_inputs(pred, target)
+    if _fast_ssim_applies(pred, target):
+        return _fast_ssim(pred, target, data_range, per_image_mean=False)
     # Precision: float32 unless an input is float64. Raw float32 loses digits in E[x^2] - E[x]^2 (terms up
     # to 255^2 = 65025, against C2 = 58.5): measured up to 7.5e-5 off skimage. So we first subtract a
     # per-image, per-channel offset (the mean of both images), which leaves every variance and covariance
     # unchanged, and add it back to the local means. Measured max deviation from skimage (float64) then:
     # 9e-7 on photo pairs, 6e-6 on adversarial ones (flat 254 +- noise, 0/253 halves). float64 reaches 2e-14
     # but its depthwise conv has no oneDNN kernel: ~20x slower on CPU, so only float64 inputs get it.
+    channels = pred.shape[1]
     dtype = torch.float64 if torch.float64 in (pred.dtype, target.dtype) else torch.float32
     # channels_last makes the depthwise convs below ~2x faster on CPU; everything after inherits it.
     x = pred.to(dtype, memory_format=torch.channels_last)
@@ -95,11 +97,7 @@ def ssim_map(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
 
     # One separable Gaussian pass ("valid": no padding, so exactly skimage's cropped region) over the five
     # local statistics of every channel at once.
-    stats = torch.cat([x, y, x * x, y * y, x * y], dim=1)
-    taps = _gaussian_taps(dtype, pred.device)
-    groups = stats.shape[1]
-    stats = F.conv2d(stats, taps.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
-    stats = F.conv2d(stats, taps.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
+    stats = _gaussian_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1))
     ux, uy, uxx, uyy, uxy = stats.split(channels, dim=1)
 
     vx = uxx - ux * ux
@@ -111,6 +109,77 @@ def ssim_map(pred: Tensor, target: Tensor, data_range: float = 255.0) -> Tensor:
     c2 = (_K2 * data_range) ** 2
     smap = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return smap
+
+
+def _check_ssim_inputs(pred: Tensor, target: Tensor) -> None:
+    _check_pair(pred, target)
+    _, _, height, width = pred.shape
+    if height < SSIM_WINDOW or width < SSIM_WINDOW:
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (its Gaussian window); "
+            f"got {height}x{width} (shape {tuple(pred.shape)})"
+        )
+
+
+def _gaussian_valid(stats: Tensor) -> Tensor:
+    """The separable 11-tap Gaussian of every channel of (B, K, H, W), "valid" (no padding) -> (B, K, H-10, W-10)."""
+    taps = _gaussian_taps(stats.dtype, stats.device)
+    groups = stats.shape[1]
+    stats = F.conv2d(stats, taps.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)
+    return F.conv2d(stats, taps.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
+
+
+# The fast path: float32, no autograd, CPU blocks of a few images (see bench.blockwise) so the statistics
+# stay in cache; the same numbers as above up to float32 rounding. Differences from the reference: the
+# offset is subtracted while converting (one pass from uint8), and four local statistics instead of five:
+# SSIM needs only vx + vy = E[x^2 + y^2] - ux^2 - uy^2, not vx and vy apart. Measured on 256 photo pairs of
+# 96 px, 1 thread: 200 -> 106 ms.
+_SSIM_BLOCK = 2**16  # pixels per block (7 images of 96 x 96; 2 threads: 2**15 90 ms, 2**16 76 ms, 2**14 188 ms)
+
+
+def _fast_ssim_applies(pred: Tensor, target: Tensor) -> bool:
+    needs_grad = torch.is_grad_enabled() and (pred.requires_grad or target.requires_grad)
+    return torch.float64 not in (pred.dtype, target.dtype) and not needs_grad and not torch.compiler.is_compiling()
+
+
+def _fast_ssim(pred: Tensor, target: Tensor, data_range: float, per_image_mean: bool) -> Tensor:
+    b, c, h, w = pred.shape
+    if per_image_mean:
+        out = torch.empty(b, dtype=torch.float64, device=pred.device)
+    else:
+        out = torch.empty((b, c, h - 2 * _SSIM_RADIUS, w - 2 * _SSIM_RADIUS), dtype=torch.float32, device=pred.device)
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    step = max(1, _SSIM_BLOCK // (h * w)) if pred.device.type == "cpu" else b
+
+    def block(rows: slice) -> None:
+        p, t = pred[rows], target[rows]
+        n = p.shape[0]
+        offset = ((p.sum(dim=(2, 3), dtype=torch.float64) + t.sum(dim=(2, 3), dtype=torch.float64)) / (2 * h * w)).float()
+        # x, y, x^2 + y^2, x y (offset-centred) as (n, 4C, H, W); contiguous for the elementwise ops, channels-last
+        # for the depthwise convolutions (oneDNN's NCHW depthwise kernel is ~10x slower here).
+        s = torch.empty((n, 4 * c, h, w), dtype=torch.float32, device=p.device)
+        x, y, sq, xy = s.split(c, dim=1)
+        torch.sub(p.to(torch.float32), offset.view(n, c, 1, 1), out=x)
+        torch.sub(t.to(torch.float32), offset.view(n, c, 1, 1), out=y)
+        # No addcmul below: a fused multiply-add would round x*x + y*y differently from 2*x*y, and identical
+        # images must score exactly 1.
+        torch.mul(x, x, out=sq).add_(y * y)
+        torch.mul(x, y, out=xy)
+        stats = _gaussian_valid(s.contiguous(memory_format=torch.channels_last)).contiguous()
+        ux, uy, usq, uxy = stats.split(c, dim=1)
+        offset = offset.view(n, c, 1, 1)
+        mx, my = ux + offset, uy + offset
+        num = torch.mul(mx, my).mul_(2.0).add_(c1).mul_(torch.mul(ux, uy).neg_().add_(uxy).mul_(2.0).add_(c2))
+        den = torch.mul(mx, mx).add_(my * my).add_(c1)
+        den.mul_(torch.mul(ux, ux).add_(uy * uy).neg_().add_(usq).add_(c2))
+        smap = num.div_(den)
+        if per_image_mean:
+            out[rows] = smap.sum(dim=(1, 2, 3), dtype=torch.float64) / smap[0].numel()
+        else:
+            out[rows] = smap
+
+    run_blocks(block, [slice(r, r + step) for r in range(0, b, step)])
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -129,6 +129,16 @@ def test_rounding_is_half_to_even_like_img_as_ubyte() -> None:
     assert util.img_as_ubyte(halves.double().numpy()).tolist() == torch.round(halves.double() * 255).tolist()
 
 
+def test_fast_float32_path_matches_the_float64_reference() -> None:
+    # uint8/float32 images take the fast path (bench.color docstring), float64 the reference formulas.
+    levels = torch.arange(0, 256, 2, dtype=torch.uint8, device=DEVICE)
+    r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
+    rgb = torch.stack([r, g, b]).reshape(3, 128, -1)  # an eighth of all sRGB colours
+    np.testing.assert_allclose(rgb_to_lab(rgb).cpu().numpy(), rgb_to_lab(rgb.double() / 255.0).cpu().numpy(), rtol=0, atol=1e-4)
+    lab = chw(random_lab(np.random.default_rng(7), 256))
+    np.testing.assert_allclose(lab_to_rgb(lab.float()).cpu().numpy(), lab_to_rgb(lab).cpu().numpy(), rtol=0, atol=3e-5)
+
+
 def test_ab_range_covers_srgb_gamut() -> None:
     levels = torch.tensor([*range(0, 256, 15), 255], dtype=torch.uint8, device=DEVICE)
     r, g, b = torch.meshgrid(levels, levels, levels, indexing="ij")
