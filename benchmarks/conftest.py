@@ -76,6 +76,11 @@ class Timed:
         self.info.update(info, **load.stop())
         return self.benchmark.stats.stats.median
 
+    @staticmethod
+    def load() -> Load:
+        """A started :class:`Load`, for a timing made outside pytest-benchmark (``.stop()`` gives the dict)."""
+        return Load().start()
+
     def note(self, text: str) -> None:
         """Print a result with the load beside it (shown with ``-s``; the JSON's extra_info has it anyway)."""
         e = self.info
