@@ -18,8 +18,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from skimage import color, data, util
+from skimage import color, util
 
+from _photos import photo_crops
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
@@ -29,19 +30,7 @@ GROUP = "colour: sRGB -> Lab -> sRGB uint8, 256 images of 96x96"
 _MEDIANS: dict[str, float] = {}
 
 
-def photo_crops() -> np.ndarray:
-    """(N, 96, 96, 3) uint8 random crops of skimage's colour photos."""
-    rng = np.random.default_rng(0)
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    out = []
-    for i in range(N):
-        im = photos[i % len(photos)]
-        y, x = rng.integers(0, im.shape[0] - SIZE), rng.integers(0, im.shape[1] - SIZE)
-        out.append(im[y : y + SIZE, x : x + SIZE])
-    return np.stack(out)
-
-
-IMAGES = photo_crops()
+IMAGES = photo_crops(N, SIZE, np.random.default_rng(0))
 IMAGES_T = torch.from_numpy(IMAGES).permute(0, 3, 1, 2).contiguous().to(DEVICE)
 
 

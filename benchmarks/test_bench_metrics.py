@@ -19,8 +19,9 @@ import os
 import numpy as np
 import pytest
 import torch
-from skimage import color, data, metrics
+from skimage import color, metrics
 
+from _photos import photo_crops
 from bench.metrics import Batch, build_metrics
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
@@ -32,13 +33,7 @@ _MEDIANS: dict[str, float] = {}
 def photo_pairs() -> tuple[np.ndarray, np.ndarray]:
     """(targets, preds) as (N, 96, 96, 3) uint8: crops of skimage's photos, preds colour-shifted and noisy."""
     rng = np.random.default_rng(0)
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
-    targets = []
-    for i in range(N):
-        im = photos[i % len(photos)]
-        y, x = rng.integers(0, im.shape[0] - SIZE), rng.integers(0, im.shape[1] - SIZE)
-        targets.append(im[y : y + SIZE, x : x + SIZE])
-    targets = np.stack(targets)
+    targets = photo_crops(N, SIZE, rng)
     preds = np.clip(targets + rng.normal(0, 8, targets.shape) + rng.normal(0, 15, (N, 1, 1, 3)), 0, 255).astype(np.uint8)
     return targets, preds
 
