@@ -138,6 +138,17 @@ def gather_objects(obj: Any, d: Dist) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, d: Dist) -> Any:
+    """The main process's ``obj`` on every process (what the others pass is ignored)."""
+    if not d.enabled:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier(d: Dist) -> None:
     if d.enabled:
         import torch.distributed as dist

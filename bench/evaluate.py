@@ -129,6 +129,35 @@ class EvalJournal:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metric], per_image: list[str],
+                 set_level: dict[str, SetMetric], device: torch.device, per_batch: int, work_size: int | None,
+                 want_samples: int, bar: Any) -> dict[str, Any]:
+    """Colourise and score the images of ``part``: their per-image values, set-level features and up to
+    ``want_samples`` sample outputs, as one journal chunk."""
+    ids: list[str] = []
+    values: dict[str, list[Tensor]] = {n: [] for n in per_image}
+    samples: list[tuple[str, Tensor, Tensor]] = []
+    for rgb, idx in DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0):
+        rgb = rgb.to(device, non_blocking=True)
+        pred = colorize(method, rgb) if view.fixed_size else colorize_full(method, rgb, work_size)
+        batch = Batch(pred, rgb)
+        for name in per_image:
+            scores = active[name].score_batch(batch)
+            if scores.shape != (len(batch),):
+                raise RuntimeError(f"metric {name} returned shape {tuple(scores.shape)} for a batch of {len(batch)}")
+            values[name].append(scores.detach().to(torch.float64).cpu())
+        for metric in set_level.values():
+            metric.update(batch)
+        batch_ids = [view.item_id(int(k)) for k in idx]
+        for j in range(min(len(batch_ids), want_samples - len(samples))):
+            samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
+        ids.extend(batch_ids)
+        if bar is not None:
+            bar.update(len(batch_ids))
+    return {"ids": ids, "values": {n: torch.cat(v) for n, v in values.items()},
+            "sets": {n: m.take_chunk() for n, m in set_level.items()}, "samples": samples}
+
+
 def evaluate(
     method: Method,
     view: Any,
@@ -154,7 +183,8 @@ def evaluate(
     removes it once the final results are written (``EvalJournal(work_dir, {}).remove()``).
 
     Under torchrun (``dist``), process r scores chunks r, r + W, ...; the chunks are gathered and replayed
-    in order on every process, so the rows and aggregates are those of one process (no journal then).
+    in order on every process, so the rows and aggregates are those of one process. The main process
+    journals them, and a resume may use another number of processes.
     """
     method.eval()
     active: dict[str, Metric] = {}
@@ -172,98 +202,71 @@ def evaluate(
     ids: list[str] = []
     values: dict[str, list[np.ndarray]] = {n: [] for n in per_image}
     samples: list[tuple[str, Tensor, Tensor]] = []
+    set_chunks: list[dict[str, Any]] = []  # under torchrun: every chunk's set-level features, replayed in order
 
+    def absorb(chunk: dict[str, Any], scored_here: bool) -> None:
+        """Add a finished chunk (scored here, by another process, or by an interrupted run) to the results."""
+        ids.extend(chunk["ids"])
+        for n in per_image:
+            values[n].append(chunk["values"][n].numpy())
+        samples.extend(chunk["samples"][: n_samples - len(samples)])
+        if dist.enabled:
+            set_chunks.append(chunk["sets"])
+        elif not scored_here:  # take_chunk() already absorbed what this process scored
+            for n, m in set_level.items():
+                m.replay(chunk["sets"].get(n, {}))
+
+    # Only the main process keeps the journal (one folder, which need not be on a filesystem the other
+    # nodes share); it hands the chunks of an interrupted run to the others.
     journal = None
-    if work_dir is not None and not dist.enabled:
+    loaded: list[dict[str, Any]] = []
+    if work_dir is not None and dist.is_main:
         journal = EvalJournal(work_dir, {"metrics": list(active), "n_items": len(view), "batch_size": batch_size,
                                          "chunk_images": chunk_images, "n_samples": n_samples, "work_size": work_size,
                                          **(identity or {})})
-        for chunk in journal.load():
-            ids.extend(chunk["ids"])
-            for n in per_image:
-                values[n].append(chunk["values"][n].numpy())
-            for n, m in set_level.items():
-                m.replay(chunk["sets"].get(n, {}))
-            samples.extend(chunk["samples"])
+        loaded = journal.load()
+    if work_dir is not None:
+        loaded = distributed.broadcast_object(loaded, dist)
+    for chunk in loaded:
+        absorb(chunk, scored_here=False)
     resumed_from = len(ids)
 
-    # Pending (not yet saved) part of the current chunk.
-    pend_ids: list[str] = []
-    pend_values: dict[str, list[Tensor]] = {n: [] for n in per_image}
-    pend_samples: list[tuple[str, Tensor, Tensor]] = []
-
-    mine: list[tuple[int, dict[str, Any]]] = []  # under torchrun: (chunk number, chunk) scored here
-
-    def flush(number: int) -> None:
-        if not pend_ids:
-            return
-        chunk = {
-            "ids": list(pend_ids),
-            "values": {n: torch.cat(v) for n, v in pend_values.items()},
-            "sets": {n: m.take_chunk() for n, m in set_level.items()},
-            "samples": list(pend_samples),
-        }
-        if journal is not None:
-            journal.append(chunk)
-        if dist.enabled:
-            mine.append((number, chunk))
-        else:
-            ids.extend(chunk["ids"])
-            for n in per_image:
-                values[n].append(chunk["values"][n].numpy())
-            samples.extend(pend_samples)
-        pend_ids.clear()
-        pend_samples.clear()
-        for v in pend_values.values():
-            v.clear()
-
-    # Chunks are whole batches (``chunk_images`` rounded up), so a chunk never splits a batch.
+    # Chunks are whole batches (``chunk_images`` rounded up), so a chunk never splits a batch. Under
+    # torchrun, round j gives chunk j*W + r to process r; after each round every process receives the
+    # round's chunks, in order, and the main process journals them, so a resume carries on after the last
+    # whole round with any number of processes.
     per_batch = batch_size if view.fixed_size else 1
     chunk_len = -(-chunk_images // per_batch) * per_batch
-    starts = [c for c in range(resumed_from, len(view), chunk_len)]
-    todo = [(k, c) for k, c in enumerate(starts) if k % dist.world == dist.rank]
+    starts = list(range(resumed_from, len(view), chunk_len))
+    rounds = [starts[i : i + dist.world] for i in range(0, len(starts), dist.world)]
     show = (sys.stderr.isatty() if progress is None else progress) and dist.is_main
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        total = resumed_from + sum(min(chunk_len, len(view) - c) for _, c in todo)
-        bar = tqdm(total=total, initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(total=len(view), initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
     t0 = time.perf_counter()
-    for number, first in todo:
-        part = Subset(view, range(first, min(first + chunk_len, len(view))))
-        for rgb, idx in DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0):
-            rgb = rgb.to(device, non_blocking=True)
-            pred = colorize(method, rgb) if view.fixed_size else colorize_full(method, rgb, work_size)
-            batch = Batch(pred, rgb)
-            for name in per_image:
-                scores = active[name].score_batch(batch)
-                if scores.shape != (len(batch),):
-                    raise RuntimeError(f"metric {name} returned shape {tuple(scores.shape)} for a batch of {len(batch)}")
-                pend_values[name].append(scores.detach().to(torch.float64).cpu())
-            for metric in set_level.values():
-                metric.update(batch)
-            batch_ids = [view.item_id(int(k)) for k in idx]
-            have = len(samples) + len(pend_samples) + sum(len(c["samples"]) for _, c in mine)
-            for j in range(min(len(batch_ids), n_samples - have)):
-                pend_samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
-            pend_ids.extend(batch_ids)
-            if bar is not None:
-                bar.update(len(batch_ids))
-        flush(number)
+    for group in rounds:
+        mine = None
+        if dist.rank < len(group):
+            first = group[dist.rank]
+            mine = _score_chunk(method, Subset(view, range(first, min(first + chunk_len, len(view)))), view,
+                                active, per_image, set_level, device, per_batch, work_size,
+                                n_samples - len(samples), bar)
+        for k, chunk in enumerate(distributed.gather_objects(mine, dist)[: len(group)]):
+            if journal is not None:
+                journal.append(chunk)
+            if bar is not None and k != dist.rank:
+                bar.update(len(chunk["ids"]))
+            absorb(chunk, scored_here=k == dist.rank)
     if bar is not None:
         bar.close()
-    if dist.enabled:  # every chunk, in order, on every process: as if one process had scored them all
-        chunks = sorted((c for part in distributed.gather_objects(mine, dist) for c in part), key=lambda c: c[0])
+    if dist.enabled:  # set-level features in chunk order, as one process would have added them
         for metric in set_level.values():
             metric.reset()
-        for _, chunk in chunks:
-            ids.extend(chunk["ids"])
-            for n in per_image:
-                values[n].append(chunk["values"][n].numpy())
+        for sets in set_chunks:
             for n, m in set_level.items():
-                m.replay(chunk["sets"].get(n, {}))
-            samples.extend(chunk["samples"][: n_samples - len(samples)])
+                m.replay(sets.get(n, {}))
     seconds = time.perf_counter() - t0
 
     columns = {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,36 @@ def test_bench_run_under_torchrun_trains_together_and_scores_in_shares(tmp_path)
     assert "evaluated_by_processes" not in single and (folder / "kmeans32-s0.csv").read_bytes() == rows
     assert single["metrics"] == shared["metrics"]  # per-image means, intervals and the set-level auc_rebalanced
     assert [s["id"] for s in single["samples"]] == [s["id"] for s in shared["samples"]]
+
+
+EVAL_SCRIPT = Path(__file__).with_name("_ddp_eval_script.py")
+
+
+def launch_eval(journal: Path, out: Path, processes: int, **env: str) -> subprocess.CompletedProcess:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(EVAL_SCRIPT), str(journal), str(out)]
+    if processes > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cmd[1:]]
+    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("FAIL_")}, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def test_evaluation_interrupted_under_torchrun_resumes_with_any_number_of_processes(tmp_path):
+    clean = launch_eval(tmp_path / "clean-journal", tmp_path / "clean", 1)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    # 5 chunks of 24 images; round 0 gives chunks 0 and 1 to processes 0 and 1, round 1 chunks 2 and 3.
+    # Process 1 fails in its second chunk, so the journal holds round 0: 48 images.
+    failed = launch_eval(tmp_path / "journal", tmp_path / "failed", 2, FAIL_RANK="1", FAIL_AFTER="3")
+    assert failed.returncode != 0 and "injected failure" in failed.stderr
+    progress = json.loads((tmp_path / "journal" / "progress.json").read_text())
+    assert progress["chunks"] == 2 and progress["n_done"] == 48
+    shutil.copytree(tmp_path / "journal", tmp_path / "journal-copy")
+
+    for processes, journal in ((2, tmp_path / "journal"), (1, tmp_path / "journal-copy")):
+        resumed = launch_eval(journal, tmp_path / f"resumed-{processes}", processes)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "resumed from 48" in resumed.stdout
+        assert (tmp_path / f"resumed-{processes}" / "rows.csv").read_bytes() == (tmp_path / "clean" / "rows.csv").read_bytes()
+        assert (json.loads((tmp_path / f"resumed-{processes}" / "aggregates.json").read_text())
+                == json.loads((tmp_path / "clean" / "aggregates.json").read_text()))  # IS and FID included
+        assert resumed.stdout.split("samples")[1] == clean.stdout.split("samples")[1]
