@@ -186,12 +186,21 @@ class LossLog:
 
 
 def autocast_for(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.GradScaler | None]:
-    """bf16 autocast where supported (no scaler needed), fp16 with a GradScaler otherwise; CUDA only."""
+    """bf16 autocast where supported (no scaler needed), fp16 with a GradScaler otherwise; CUDA only.
+
+    CPU runs stay float32, so their results do not hinge on whether the CPU has bf16 instructions (with
+    AVX512-BF16, CPU bf16 autocast measured 1.4x faster on a unet step and 1.7x on kmeans32; without them
+    bf16 is emulated)."""
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext, None
-    if torch.cuda.is_bf16_supported():
-        return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
-    return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    return mixed_precision("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+
+def mixed_precision(device_type: str, dtype: torch.dtype) -> tuple[Any, torch.amp.GradScaler | None]:
+    """An autocast factory for ``dtype``, and the GradScaler fp16 needs (its range underflows small
+    gradients; bf16 has float32's range and needs none)."""
+    scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
+    return (lambda: torch.autocast(device_type, dtype=dtype)), scaler
 
 
 def run_identity(recipe: MethodRecipe, data: ImageSet, seed: int) -> dict[str, Any]:
@@ -259,6 +268,10 @@ def train(
     method = build_method(recipe).to(device)
     if d.enabled and device.type == "cuda":
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if cfg.channels_last and device.type == "cuda":
+        # cuDNN's NHWC kernels want NHWC weights too (else a transpose per conv). oneDNN on CPU reorders
+        # weights itself: converting them there changed nothing measurable (unet 456-492 ms a step either way).
+        method = method.to(memory_format=torch.channels_last)
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
