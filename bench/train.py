@@ -73,6 +73,10 @@ def seed_everything(seed: int, device: torch.device) -> None:
         # Deterministic mode also NaN-fills every new tensor (profiled: aten::fill_ 0.3 -> 34 ms per unet
         # step); results do not depend on it, so the fill is skipped.
         torch.utils.deterministic.fill_uninitialized_memory = False
+    elif device.type == "cuda":
+        # Crops have one size for a whole run, so cuDNN's autotuner pays for itself after a few steps (CUDA
+        # runs are seeded, not bit-reproducible: atomics in the backward kernels reorder float sums anyway).
+        torch.backends.cudnn.benchmark = True
 
 
 def build_method(recipe: MethodRecipe) -> Method:
@@ -193,7 +197,14 @@ def autocast_for(device: torch.device, enabled: bool) -> tuple[Any, torch.amp.Gr
     bf16 is emulated)."""
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext, None
-    return mixed_precision("cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return mixed_precision("cuda", train_dtype(device, enabled))
+
+
+def train_dtype(device: torch.device, amp: bool) -> torch.dtype:
+    """The dtype autocast_for computes in (the matmul peak a run is compared with is measured in it)."""
+    if amp and device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 def mixed_precision(device_type: str, dtype: torch.dtype) -> tuple[Any, torch.amp.GradScaler | None]:
@@ -362,7 +373,7 @@ def train(
             L, ab = lab[:, :1], lab[:, 1:]
             if cfg.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
-            for upd in _updates(method.training_step(L, ab, step), autocast):
+            for upd in autocast_updates(method.training_step(L, ab, step), autocast):
                 opt = optimizers[upd.optimizer]
                 params = [p for g in opt.param_groups for p in g["params"]]
                 opt.zero_grad(set_to_none=True)
@@ -448,9 +459,7 @@ def _throughput(ips: float | None, flops: float | None, device: torch.device, am
     process's device in the training dtype, times the number of processes."""
     from bench.flops import matmul_flops_per_s
 
-    dtype = torch.float32
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    dtype = train_dtype(device, amp)
     out: dict[str, Any] = {"images_per_s": ips, "train_flops_per_image": flops, "matmul_dtype": str(dtype).removeprefix("torch.")}
     if ips and flops:
         peak = matmul_flops_per_s(device, dtype)
@@ -459,7 +468,7 @@ def _throughput(ips: float | None, flops: float | None, device: torch.device, am
     return out
 
 
-def _updates(steps: Iterator, autocast: Any) -> Iterator:
+def autocast_updates(steps: Iterator, autocast: Any) -> Iterator:
     """Advance the method's update generator under autocast; backward and the step happen outside it."""
     while True:
         with autocast():

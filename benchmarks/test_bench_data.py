@@ -1,11 +1,12 @@
 """Data loading: a unet training step fed by the trainer's DataLoader vs the same step on a preloaded batch.
 
 One step = batch of uint8 crops -> ``rgb_to_lab`` -> the method's updates (zero_grad / backward / step),
-unet's CPU recipe (64 px crops, batch 16), on BENCH_DEVICE (CPU by default). Three feeds, one run:
+unet's BENCH_RECIPE recipe (``cpu`` by default: 64 px crops, batch 16; ``gpu``: 256 px, batch 32, 8 workers,
+bf16 autocast), on BENCH_DEVICE (CPU by default). Three feeds, one run:
 
 * preloaded: the same uint8 batch from memory every step (no data loading at all);
-* loader: ``DataLoader(TrainCrops(samples train split))`` as ``bench.train`` builds it (num_workers 0, the
-  CPU recipe's): decoded and resized photos are cached (samples: decoded once per process; TrainCrops:
+* loader: ``DataLoader(TrainCrops(samples train split))`` as ``bench.train`` builds it (the recipe's
+  num_workers, pinned memory and prefetch on CUDA): decoded and resized photos are cached (samples: decoded once per process; TrainCrops:
   64 prepared images), so this is cropping, flipping, collation;
 * decoding: the same loader, but every sample decodes and resizes its photo again (what a dataset far
   larger than the cache costs per sample).
@@ -31,11 +32,11 @@ from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.io import read_image
 from bench.datasets.views import TrainCrops
-from bench.train import build_method
+from bench.train import autocast_for, autocast_updates, build_method
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 STEPS = 5
-RECIPE = load_recipe("unet", "cpu", {})
+RECIPE = load_recipe("unet", os.environ.get("BENCH_RECIPE", "cpu"), {})
 CFG = RECIPE.train
 DATA = open_split(DATASETS.get("samples"), "train", None)
 RESIZE = DATA.card.extra.get("train_resize_short")
@@ -59,6 +60,7 @@ def loader(images, cache: int) -> DataLoader:
     """As bench.train builds it (sampler over sample numbers, num_workers from the recipe), endless."""
     crops = TrainCrops(images, CFG.image_size, 0, resize_to=RESIZE, cache=cache)
     return DataLoader(crops, batch_size=CFG.batch_size, sampler=range(10**9), num_workers=CFG.num_workers,
+                      pin_memory=DEVICE.type == "cuda", prefetch_factor=4 if CFG.num_workers else None,
                       drop_last=True, generator=torch.Generator().manual_seed(0))
 
 
@@ -76,7 +78,10 @@ def test_step_time(benchmark, timed, feed: str) -> None:
     benchmark.group = "data: unet step fed by the DataLoader vs a preloaded batch"
     torch.manual_seed(0)
     method = build_method(RECIPE).to(DEVICE).train()
+    if CFG.channels_last and DEVICE.type == "cuda":  # as the trainer converts it
+        method = method.to(memory_format=torch.channels_last)
     optimizers = method.configure_optimizers()
+    autocast, _ = autocast_for(DEVICE, CFG.amp)
     batches, steps = feeds()[feed], count()
 
     def step() -> None:
@@ -84,7 +89,7 @@ def test_step_time(benchmark, timed, feed: str) -> None:
         with torch.no_grad():
             lab = rgb_to_lab(rgb)
         L, ab = lab[:, :1].contiguous(memory_format=torch.channels_last), lab[:, 1:]
-        for upd in method.training_step(L, ab, next(steps)):
+        for upd in autocast_updates(method.training_step(L, ab, next(steps)), autocast):
             optimizers[upd.optimizer].zero_grad(set_to_none=True)
             upd.loss.backward()
             optimizers[upd.optimizer].step()

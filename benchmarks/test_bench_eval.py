@@ -2,7 +2,7 @@
 
 gray and kmeans32 (untrained network; palette fitted on training crops, as ``prepare`` does) on the
 samples test split under its card's protocol (48 tiles of 64 px), the weight-free default metrics, batch
-16 (the CPU recipe's), on BENCH_DEVICE (CPU by default). Harness: ``evaluate`` as ``bench run`` calls it
+16 (the CPU recipe's; BENCH_RECIPE=gpu: the GPU recipe's), on BENCH_DEVICE (CPU by default). Harness: ``evaluate`` as ``bench run`` calls it
 (DataLoader over the EvalView, which decodes and tiles the photos, colourisation, metrics, per-image rows,
 bootstrap intervals). Bare: the same tiles preloaded as one uint8 tensor, then per batch only
 ``colorize`` + every metric's scoring. Ratio: harness images/s / bare images/s. The load of other
@@ -35,7 +35,7 @@ _BARE: dict[str, float] = {}
 
 
 def method_for(name: str):
-    recipe = load_recipe(name, "cpu", {})
+    recipe = load_recipe(name, os.environ.get("BENCH_RECIPE", "cpu"), {})
     torch.manual_seed(0)
     method = build_method(recipe).to(DEVICE)
     if recipe.trainable:

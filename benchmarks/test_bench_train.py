@@ -1,10 +1,11 @@
 """Training throughput per method: the harness end to end vs the bare model step, and FLOP/s vs a matmul.
 
-For kmeans32, unet, cgan, wgan_gp and zhang-small at their CPU recipe (64 px crops, batch 16), on
-BENCH_DEVICE (CPU by default), in one run:
+For kmeans32, unet, cgan, wgan_gp and zhang-small at their BENCH_RECIPE recipe (``cpu`` by default: 64 px
+crops, batch 16; ``gpu``: the full-size recipes), on BENCH_DEVICE (CPU by default), in one run:
 
-* bare: the method's training step on one preloaded batch (L, ab already on the device, channels_last as
-  the trainer makes it), zero_grad / backward / step for every Update, as the trainer does; nothing else.
+* bare: the method's training step on one preloaded batch (L, ab already on the device, channels_last and
+  autocast as the trainer makes them: bf16 on CUDA), zero_grad / backward / step for every Update, as the
+  trainer does; nothing else.
   Images/s over STEPS_BARE steps (a multiple of wgan_gp's n_critic = 5, so its generator steps are in).
 * harness: ``bench.train.train`` on the ``samples`` train split for 100 steps: crops from decoded photos,
   DataLoader, colour conversion, NaN guard, loss logging every 10 steps, a checkpoint every 100 (the
@@ -13,7 +14,8 @@ BENCH_DEVICE (CPU by default), in one run:
 * ratio harness / bare (target >= 0.9), against the mean of the bare figure taken just before and one
   taken just after the harness run (the machine's speed drifts by several % over minutes here);
 * the bare step's FLOP/s (``bench.flops.train_flops_per_image``, averaged over the method's step cycle)
-  as a share of a large fp32 matmul's (``bench.flops.matmul_flops_per_s``), measured in this run.
+  as a share of a large matmul's in the training dtype (``bench.flops.matmul_flops_per_s``; fp32 on CPU,
+  bf16 on CUDA), measured in this run.
 
 The load of other processes during each timing is recorded beside it (see conftest.py).
 
@@ -34,9 +36,10 @@ from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.views import TrainCrops
 from bench.store import atomic_path
-from bench.train import CHECKPOINT, build_method, train
+from bench.train import CHECKPOINT, autocast_for, autocast_updates, build_method, train, train_dtype
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
+RECIPE = os.environ.get("BENCH_RECIPE", "cpu")
 METHODS = ["kmeans32", "unet", "cgan", "wgan_gp", "zhang-small"]
 STEPS_BARE, STEPS_HARNESS = 5, 100
 _DATA = {}
@@ -49,7 +52,7 @@ def samples():
 
 
 def recipe_for(name: str, steps: int):
-    return load_recipe(name, "cpu", {"train.steps": str(steps)})
+    return load_recipe(name, RECIPE, {"train.steps": str(steps)})
 
 
 def one_batch(recipe, data) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +68,8 @@ def one_batch(recipe, data) -> tuple[torch.Tensor, torch.Tensor]:
 def prepared_method(recipe, data, L: torch.Tensor, ab: torch.Tensor):
     torch.manual_seed(0)
     method = build_method(recipe).to(DEVICE)
+    if recipe.train.channels_last and DEVICE.type == "cuda":  # as the trainer converts it
+        method = method.to(memory_format=torch.channels_last)
     method.prepare_split(data)
     method.prepare([torch.cat([L, ab], 1)])
     return method.train(), method.configure_optimizers()
@@ -76,11 +81,13 @@ class BareStep:
     def __init__(self, recipe, data):
         self.L, self.ab = one_batch(recipe, data)
         self.method, self.optimizers = prepared_method(recipe, data, self.L, self.ab)
+        # The trainer's autocast; its fp16 GradScaler (GPUs without bf16) is left out of the bare step.
+        self.autocast, _ = autocast_for(DEVICE, recipe.train.amp)
         self.step = 0
 
     def __call__(self) -> None:
         for _ in range(STEPS_BARE):
-            for upd in self.method.training_step(self.L, self.ab, self.step):
+            for upd in autocast_updates(self.method.training_step(self.L, self.ab, self.step), self.autocast):
                 opt = self.optimizers[upd.optimizer]
                 opt.zero_grad(set_to_none=True)
                 upd.loss.backward()
@@ -112,15 +119,17 @@ def test_train_throughput(benchmark, timed, scratch, name: str) -> None:
     t = timed(bare, rounds=3, warmup=1, method=name, steps=STEPS_BARE, batch_size=len(bare.L), image_size=bare.L.shape[-1])
     bare_ips = STEPS_BARE * len(bare.L) / t
     # per step, averaged over the method's step cycle (wgan_gp: 5 critic steps, the last with the generator's)
-    flops = train_flops_per_image(bare.method, bare.L, bare.ab, cycle=bare.method.step_cycle) * len(bare.L)
-    matmul_rate = matmul_flops_per_s(DEVICE)  # here, next to the timing it is compared with
+    flops = train_flops_per_image(bare.method, bare.L, bare.ab, cycle=bare.method.step_cycle, autocast=bare.autocast) * len(bare.L)
+    dtype = train_dtype(DEVICE, recipe.train.amp)
+    dtype_name = str(dtype).removeprefix("torch.")
+    matmul_rate = matmul_flops_per_s(DEVICE, dtype)  # here, next to the timing it is compared with
     share = flops * bare_ips / len(bare.L) / matmul_rate
     info = benchmark.extra_info
     info.update(images_per_s=round(bare_ips, 2), gflop_per_step=round(flops / 1e9, 2),
                 gflop_per_s=round(flops * bare_ips / len(bare.L) / 1e9, 1), matmul_gflop_per_s=round(matmul_rate / 1e9, 1),
-                share_of_matmul=round(share, 3))
+                share_of_matmul=round(share, 3), matmul_dtype=dtype_name)
     timed.note(f"{name} bare step: {bare_ips:.1f} images/s, {flops / 1e9:.2f} GFLOP/step, "
-               f"{100 * share:.0f}% of a large matmul's {matmul_rate / 1e9:.0f} GFLOP/s")
+               f"{100 * share:.0f}% of a large {dtype_name} matmul's {matmul_rate / 1e9:.0f} GFLOP/s")
 
     deterministic = torch.are_deterministic_algorithms_enabled()
     load = timed.load()
