@@ -59,3 +59,24 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     out = tmp_path / "results"
     monkeypatch.setenv("BENCH_RESULTS", str(out))
     return out
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch: pytest.MonkeyPatch):
+    """``arm(recipe, step)``: the recipe's method raises KeyboardInterrupt (a Ctrl-C) when it reaches
+    ``step``; ``arm`` returns the function that disarms it again."""
+    from bench.methods import METHODS
+
+    def arm(recipe, step: int):
+        cls = METHODS.get(recipe.adapter)
+        original = cls.training_step
+
+        def stopping(self, L, ab, at):
+            if at == step:
+                raise KeyboardInterrupt
+            yield from original(self, L, ab, at)
+
+        monkeypatch.setattr(cls, "training_step", stopping)
+        return lambda: monkeypatch.setattr(cls, "training_step", original)
+
+    return arm

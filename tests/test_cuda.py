@@ -62,22 +62,12 @@ def test_fp16_grad_scaler_on_cuda(data, tmp_path, monkeypatch):
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-def test_interrupted_cuda_run_resumes(data, tmp_path, monkeypatch):
-    from bench.methods import METHODS
-
+def test_interrupted_cuda_run_resumes(data, tmp_path, interrupt_training):
     recipe = load_recipe("kmeans32", "gpu", SMALL)
-    cls = METHODS.get(recipe.adapter)
-    original = cls.training_step
-
-    def stop_at_3(self, L, ab, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        yield from original(self, L, ab, step)
-
-    monkeypatch.setattr(cls, "training_step", stop_at_3)
+    disarm = interrupt_training(recipe, 3)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, data, results=tmp_path, device=CUDA, progress=False)
-    monkeypatch.setattr(cls, "training_step", original)
+    disarm()
     out = train(recipe, data, results=tmp_path, device=CUDA, progress=False)
     meta = json.loads((out.run_dir / "train.json").read_text())
     assert out.status == "done" and meta["resumed_from_step"] == 3

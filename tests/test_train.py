@@ -154,7 +154,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
-def test_fp16_with_grad_scaler_trains_and_resumes_bit_identically(data, tmp_path, monkeypatch):
+def test_fp16_with_grad_scaler_trains_and_resumes_bit_identically(data, tmp_path, monkeypatch, interrupt_training):
     """The GradScaler path of the loop (scale, unscale before clipping, step, update, the scaler in the
     checkpoint) on CPU: fp16 autocast with a CPU GradScaler in place of the CUDA pair autocast_for picks."""
     import bench.train as bt
@@ -166,20 +166,12 @@ def test_fp16_with_grad_scaler_trains_and_resumes_bit_identically(data, tmp_path
     assert ckpt["scaler"]["scale"] == 65536.0 and ckpt["scaler"]["_growth_tracker"] == 6  # 6 unskipped steps
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
-    KMeans32 = METHODS.get(r.adapter)
-    original = KMeans32.training_step
-
-    def stop_at_4(self, L, ab, step):
-        if step == 4:
-            raise KeyboardInterrupt
-        yield from original(self, L, ab, step)
-
-    monkeypatch.setattr(KMeans32, "training_step", stop_at_4)
+    disarm = interrupt_training(r, 4)
     with pytest.raises(KeyboardInterrupt):
         train(r, data, results=tmp_path / "resumed", progress=False)
     run_dir = next((tmp_path / "resumed").glob("train/kmeans32/*"))
     assert load_checkpoint(run_dir / "checkpoint.pt")["scaler"]["_growth_tracker"] == 4
-    monkeypatch.setattr(KMeans32, "training_step", original)
+    disarm()
     resumed = train(r, data, results=tmp_path / "resumed", progress=False)
     assert resumed.status == "done" and same(weights(resumed.run_dir), weights(straight.run_dir))
     assert load_checkpoint(resumed.run_dir / "checkpoint.pt")["scaler"] == ckpt["scaler"]
