@@ -1,5 +1,6 @@
-"""Training under torchrun (gloo, 2 CPU processes): the same weights as one process with the same global
-batch and seed, only rank 0 writes, and an interrupted run resumes bit-identically."""
+"""Training and evaluation under torchrun (gloo, 2 CPU processes): the same weights as one process with
+the same global batch and seed, only rank 0 writes, an interrupted run resumes bit-identically, and an
+interrupted evaluation resumes with any number of processes."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ from bench.train import load_checkpoint
 SCRIPT = Path(__file__).with_name("_ddp_script.py")
 
 
-def launch(results: Path, processes: int, **env: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(SCRIPT), str(results)]
+def run_script(script: Path, args: list[str], processes: int, env: dict[str, str], controls: tuple[str, ...]):
+    """``script args`` as one process, or under torchrun with ``processes``; the environment variables
+    the scripts read (``controls``) come only from ``env``."""
+    cmd = [str(script), *args]
     if processes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cmd[1:]]
-    full_env = {**{k: v for k, v in os.environ.items() if k not in ("STOP_AT", "NOISE")}, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+        cmd = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cmd]
+    full_env = {**{k: v for k, v in os.environ.items() if k not in controls}, "OMP_NUM_THREADS": "1", **env}
+    return subprocess.run([sys.executable, *cmd], env=full_env, capture_output=True, text=True, timeout=300)
+
+
+def launch(results: Path, processes: int, **env: str) -> subprocess.CompletedProcess:
+    return run_script(SCRIPT, [str(results)], processes, env, ("STOP_AT", "NOISE"))
 
 
 def run_dir(results: Path) -> Path:
@@ -103,11 +110,7 @@ EVAL_SCRIPT = Path(__file__).with_name("_ddp_eval_script.py")
 
 def launch_eval(journal: Path, out: Path, processes: int, **env: str) -> subprocess.CompletedProcess:
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(EVAL_SCRIPT), str(journal), str(out)]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *cmd[1:]]
-    full_env = {**{k: v for k, v in os.environ.items() if not k.startswith("FAIL_")}, "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=300)
+    return run_script(EVAL_SCRIPT, [str(journal), str(out)], processes, env, ("FAIL_RANK", "FAIL_AFTER"))
 
 
 def test_evaluation_interrupted_under_torchrun_resumes_with_any_number_of_processes(tmp_path):
