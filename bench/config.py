@@ -3,6 +3,7 @@
 A method recipe (``methods/<name>.yaml``) names an adapter, the adapter's hyper-parameters (checked
 against the adapter's own ``Params`` dataclass), a shared training recipe (``methods/training/<name>.yaml``:
 loop and optimiser defaults shared by every method that uses it) and per-size overrides (``cpu``, ``gpu``).
+This module knows no registry: :mod:`bench.recipes` turns a recipe file into a method.
 """
 
 from __future__ import annotations
@@ -207,77 +208,6 @@ def load_training(name: str) -> dict[str, Any]:
     data = read_yaml(path)
     build_dataclass(TrainConfig, data, str(path))  # validates keys and types early
     return data
-
-
-def method_names() -> list[str]:
-    """Every method a user can name: recipe files plus adapters of plugins that carry their own recipe."""
-    from bench.methods import METHODS
-
-    names = {p.stem for p in recipes_dir().glob("*.yaml")}
-    names.update(n for n in METHODS.names() if getattr(METHODS.get(n), "recipe", None) is not None)
-    return sorted(names)
-
-
-def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | None = None) -> MethodRecipe:
-    """The recipe of method ``name`` at ``size``, with ``overrides`` (``train.lr=3e-4``, ``params.width=64``)."""
-    from bench.methods import METHODS
-    from bench.registry import UnknownName
-
-    if size not in SIZES:
-        raise ConfigError(f"unknown recipe size {size!r}; choices: {', '.join(SIZES)}")
-    path = recipes_dir() / f"{name}.yaml"
-    if path.exists():
-        data, where = read_yaml(path), str(path)
-    elif name in METHODS and getattr(METHODS.get(name), "recipe", None) is not None:
-        data, where = dict(METHODS.get(name).recipe), f"recipe of plugin method {name!r}"
-    else:
-        raise UnknownName("method", name, method_names())
-    unknown = sorted(set(data) - RECIPE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(RECIPE_KEYS))}")
-    adapter_name = data.get("adapter", name)
-    try:
-        adapter = METHODS.get(adapter_name)
-    except UnknownName as exc:
-        raise ConfigError(f"{where}: adapter: {exc}") from None
-
-    training = data.get("training")
-    train_data: dict[str, Any] = load_training(training) if training else {}
-    sizes = data.get("sizes") or {}
-    if not isinstance(sizes, dict) or set(sizes) - set(SIZES):
-        raise ConfigError(f"{where}: sizes must be a mapping with keys among {', '.join(SIZES)}")
-    train_data.update(sizes.get(size) or {})
-    params_data = dict(data.get("params") or {})
-
-    for key, value in (overrides or {}).items():
-        section, _, leaf = key.rpartition(".")
-        if section not in ("", "train", "params"):
-            raise ConfigError(f"--set {key}: the key must be train.<field> or params.<field>")
-        train_fields = {f.name for f in fields(TrainConfig)}
-        param_fields = {f.name for f in fields(adapter.Params)}
-        if section == "train" or (section == "" and leaf in train_fields):
-            if leaf not in train_fields:
-                raise ConfigError(f"--set {key}: TrainConfig has no field {leaf!r}; fields: {', '.join(sorted(train_fields))}")
-            train_data[leaf] = coerce(value, typing.get_type_hints(TrainConfig)[leaf], f"--set {key}")
-        elif leaf in param_fields:
-            params_data[leaf] = coerce(value, typing.get_type_hints(adapter.Params)[leaf], f"--set {key}")
-        else:
-            raise ConfigError(
-                f"--set {key}: neither the training config nor {adapter_name}'s params have {leaf!r}; "
-                f"params: {', '.join(sorted(param_fields)) or '(none)'}"
-            )
-    train = build_dataclass(TrainConfig, train_data, f"{where}: sizes.{size}")
-    params = build_dataclass(adapter.Params, params_data, f"{where}: params")
-    return MethodRecipe(
-        name=str(data.get("name", name)),
-        adapter=adapter_name,
-        description=str(data.get("description", "")),
-        training=training,
-        size=size,
-        params=params,
-        train=train,
-        source=where,
-    )
 
 
 def canonical_json(obj: Any) -> str:

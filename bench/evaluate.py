@@ -33,7 +33,7 @@ from bench import distributed
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
 from bench.methods import Method
 from bench.metrics import Batch, Metric, SetMetric
-from bench.metrics_stats import Bootstrap, mean_ci, source_images
+from bench.metrics.stats import Bootstrap, mean_ci, source_images
 from bench.store import atomic_path, short_hash, write_json_atomic
 
 PROGRESS = "progress.json"
@@ -272,7 +272,7 @@ def evaluate(
     columns = {n: np.concatenate(v) if v else np.zeros(0) for n, v in values.items()}
     rows = pd.DataFrame({"id": ids, **columns})
     aggregates: dict[str, dict[str, Any]] = {}
-    # Tiles of one photo are resampled together (see metrics_stats.mean_ci); None when every item is its own photo.
+    # Tiles of one photo are resampled together (see bench.metrics.stats.mean_ci); None when every item is its own photo.
     clusters = source_images(ids) if ids else None
     clustered = clusters is not None and int(clusters.max()) + 1 < len(ids)
     clusters = clusters if clustered else None

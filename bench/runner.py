@@ -9,20 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from bench.config import MethodRecipe, load_recipe
+from bench import distributed
+from bench.checkpoint import TRAIN_JSON, load_trained
+from bench.config import MethodRecipe
 from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import open_split
 from bench.datasets.io import write_png
 from bench.datasets.views import EvalView
-from bench import distributed
+from bench.device import pick_device
 from bench.distributed import is_main_process
 from bench.evaluate import EvalJournal, evaluate, work_size_for
 from bench.metrics import MetricOptions, build_metrics
-from bench.metrics_stats import Bootstrap
+from bench.metrics.stats import Bootstrap
+from bench.recipes import load_recipe
 from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, short_hash, write_csv_atomic, write_json_atomic
-from bench.train import TRAIN_JSON, TrainOutcome, load_trained, pick_device, train
+from bench.train import TrainOutcome, train
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
 
 def _checkpoint_stamp(run_dir: Path) -> str | None:
     """Size and mtime of the trained checkpoint: a retrained method must not resume an old evaluation."""
-    from bench.train import CHECKPOINT
+    from bench.checkpoint import CHECKPOINT
 
     path = run_dir / CHECKPOINT
     if not path.exists():

@@ -1,6 +1,7 @@
 """The one training loop for every method.
 
-The trainer owns device, precision, seeding, logging, checkpoints and resume; a method only turns a batch
+The trainer owns device, precision, seeding, logging, checkpoints and resume (the files themselves are
+:mod:`bench.checkpoint`'s); a method only turns a batch
 into optimiser updates (see :mod:`bench.methods.base`). Resume is bit-identical on CPU because the data
 stream is a pure function of (seed, sample number) and checkpoints hold weights, optimisers, the AMP
 scaler, the step and every RNG state.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import os
 import random
 import sys
 import time
@@ -24,44 +24,22 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench import distributed
+from bench.checkpoint import (
+    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, is_trained, load_checkpoint, rng_state, run_identity,
+    save_checkpoint, set_rng_state,
+)
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
 from bench.datasets.views import TrainCrops
+from bench.device import pick_device
 from bench.methods import METHODS, Method
-from bench.store import environment, now, read_json, short_hash, train_dir, train_identity, write_json_atomic, atomic_path
-
-CHECKPOINT = "checkpoint.pt"
-TRAIN_JSON = "train.json"
-LOSSES = "losses.csv"
-CHECKPOINT_FORMAT = 1
+from bench.recipes import build_method
+from bench.store import atomic_path, environment, now, short_hash, train_dir, write_json_atomic
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """``name`` if given, else CUDA, then Apple's MPS, then CPU. Under torchrun, plain ``cuda`` is the
-    process's own GPU, ``cuda:$LOCAL_RANK``."""
-    if name:
-        dev = torch.device(name)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-        if dev.type == "cuda" and dev.index is None and distributed.launched_by_torchrun():
-            dev = torch.device("cuda", distributed.local_rank())
-        return dev
-    if torch.cuda.is_available():
-        return torch.device("cuda", distributed.local_rank()) if distributed.launched_by_torchrun() else torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -77,65 +55,6 @@ def seed_everything(seed: int, device: torch.device) -> None:
         # Crops have one size for a whole run, so cuDNN's autotuner pays for itself after a few steps (CUDA
         # runs are seeded, not bit-reproducible: atomics in the backward kernels reorder float sums anyway).
         torch.backends.cudnn.benchmark = True
-
-
-def build_method(recipe: MethodRecipe) -> Method:
-    return METHODS.get(recipe.adapter)(recipe.params, recipe.train)
-
-
-# --------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(keys.astype(np.int64)),
-        "numpy_meta": [int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    pos, has_gauss, cached = state["numpy_meta"]
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
-                    rng: Any = None) -> None:
-    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "identity": identity_hash,
-        "step": step,
-        "model": method.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng if rng is not None else rng_state(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: a checkpoint file can never run code."""
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint; train the method first (bench train ...)") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable colorbench checkpoint ({exc}); delete it and retrain") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format; delete it and retrain")
-    return ckpt
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,19 +131,6 @@ def mixed_precision(device_type: str, dtype: torch.dtype) -> tuple[Any, torch.am
     gradients; bf16 has float32's range and needs none)."""
     scaler = torch.amp.GradScaler(device_type) if dtype == torch.float16 else None
     return (lambda: torch.autocast(device_type, dtype=dtype)), scaler
-
-
-def run_identity(recipe: MethodRecipe, data: ImageSet, seed: int) -> dict[str, Any]:
-    return train_identity(recipe.to_dict(), data.identity(), seed)
-
-
-def run_dir_for(results: Path, recipe: MethodRecipe, data: ImageSet, seed: int) -> Path:
-    return train_dir(results, recipe.name, data.name, seed, run_identity(recipe, data, seed))
-
-
-def is_trained(run_dir: Path) -> bool:
-    meta = run_dir / TRAIN_JSON
-    return meta.exists() and (run_dir / CHECKPOINT).exists() and read_json(meta).get("status") == "done"
 
 
 class SampleRange(Dataset):
@@ -486,10 +392,3 @@ def _progress(total: int, initial: int, name: str, show: bool):
     return tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True, mininterval=0.5)
 
 
-def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> Method:
-    """The trained method in eval mode (or a fresh one for methods that need no training)."""
-    method = build_method(recipe)
-    if recipe.trainable and type(method).needs_training:
-        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
-        method.load_state_dict(ckpt["model"])
-    return method.to(device).eval()

@@ -38,7 +38,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
     nproc
 } 2>&1 | tee "$OUT/environment.txt"
 
-step tests 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_color.py tests/test_metrics_core.py \
+step tests 200 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_color.py tests/test_metrics_functional.py \
     tests/test_metrics.py
 step bench-train 170 "$PY" -m pytest -q -s -p no:cacheprovider benchmarks/test_bench_train.py --benchmark-only \
     --benchmark-json="$OUT/bench-train.json"

@@ -27,12 +27,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.color import rgb_to_lab
-from bench.config import load_recipe
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.io import read_image
 from bench.datasets.views import TrainCrops
-from bench.train import autocast_for, autocast_updates, build_method
+from bench.recipes import build_method, load_recipe
+from bench.train import autocast_for, autocast_updates
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 STEPS = 5

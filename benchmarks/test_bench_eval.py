@@ -19,13 +19,12 @@ import pytest
 import torch
 
 from bench.color import rgb_to_lab
-from bench.config import load_recipe
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.views import EvalView, TrainCrops
 from bench.evaluate import colorize, evaluate
 from bench.metrics import DEFAULT_METRICS, Batch, availability, build_metrics
-from bench.train import build_method
+from bench.recipes import build_method, load_recipe
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 METHODS = ["gray", "kmeans32"]

@@ -30,13 +30,14 @@ import time
 import pytest
 import torch
 
+from bench.checkpoint import CHECKPOINT
 from bench.color import rgb_to_lab
-from bench.config import load_recipe
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.views import TrainCrops
+from bench.recipes import build_method, load_recipe
 from bench.store import atomic_path
-from bench.train import CHECKPOINT, autocast_for, autocast_updates, build_method, train, train_dtype
+from bench.train import autocast_for, autocast_updates, train, train_dtype
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 RECIPE = os.environ.get("BENCH_RECIPE", "cpu")

@@ -18,7 +18,7 @@ from test_evaluate_streaming import Images, Tint, metrics_with_sets  # noqa: E40
 
 from bench import distributed  # noqa: E402
 from bench.evaluate import evaluate  # noqa: E402
-from bench.metrics_stats import Bootstrap  # noqa: E402
+from bench.metrics.stats import Bootstrap  # noqa: E402
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.config import load_recipe
 from bench.datasets import DATASETS
 from bench.methods import METHODS, Method, Update
+from bench.recipes import load_recipe
 
 
 class Probe(Method):

@@ -1,6 +1,7 @@
 import pytest
 
-from bench.config import ConfigError, TrainConfig, load_recipe, method_names, parse_overrides
+from bench.config import ConfigError, TrainConfig, parse_overrides
+from bench.recipes import load_recipe, method_names
 from bench.registry import UnknownName
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import load_recipe
+from bench.checkpoint import load_checkpoint
 from bench.datasets import DATASETS
-from bench.train import load_checkpoint, train
+from bench.recipes import load_recipe
+from bench.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train import load_checkpoint
+from bench.checkpoint import load_checkpoint
 
 SCRIPT = Path(__file__).with_name("_ddp_script.py")
 

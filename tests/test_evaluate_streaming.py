@@ -16,7 +16,7 @@ from torch import nn
 from bench.evaluate import PROGRESS, evaluate
 from bench.methods.base import Method
 from bench.metrics import MetricOptions, build_metrics
-from bench.metrics_stats import Bootstrap
+from bench.metrics.stats import Bootstrap
 
 WEIGHT_FREE = ["psnr", "ssim", "psnr_y", "ciede2000", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt"]
 
@@ -150,7 +150,7 @@ RSS_CHILD = textwrap.dedent("""
     from pathlib import Path
     from test_evaluate_streaming import Images, Tint, metrics_with_sets
     from bench.evaluate import evaluate
-    from bench.metrics_stats import Bootstrap
+    from bench.metrics.stats import Bootstrap
     torch.set_num_threads(1)
 
     def run(n):

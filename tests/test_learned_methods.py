@@ -15,20 +15,21 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from conftest import smooth_image, write_folder_dataset
 from PIL import Image
 
 import bench.train as train_mod
+from bench.checkpoint import load_checkpoint, load_trained
 from bench.cli import main
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
-from bench.config import load_recipe
 from bench.datasets.base import ImageSet
 from bench.evaluate import colorize, colorize_full
 from bench.methods._nets import PretrainedWeightsMissing, ResNetEncoder, pretrained_file
 from bench.methods.base import Method
 from bench.methods.wgan_gp import gradient_penalty
-from bench.metrics_core import psnr
-from bench.train import build_method, load_checkpoint, load_trained, train
-from conftest import smooth_image, write_folder_dataset
+from bench.metrics.functional import psnr
+from bench.recipes import build_method, load_recipe
+from bench.train import train
 
 # Narrow networks: the architecture of each recipe, a fraction of its width (the tests' time budget).
 NARROW = {"params.width": "8", "params.decoder_width": "8", "train.image_size": "48", "train.batch_size": "4",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from bench.config import load_recipe, method_names
-from bench.datasets import DATASETS
-from bench.train import build_method, load_checkpoint, load_trained, train
 from conftest import DEVICE, TINY
+
+from bench.checkpoint import load_checkpoint, load_trained
+from bench.datasets import DATASETS
+from bench.recipes import build_method, load_recipe, method_names
+from bench.train import train
 
 METHODS = method_names()
 

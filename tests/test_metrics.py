@@ -13,9 +13,9 @@ import pytest
 import torch
 from skimage import color, data, filters, metrics, util
 
-from bench.metrics import METRICS, Batch, MetricOptions, build_metrics, parse_metric_names, DEFAULT_METRICS
-from bench.metrics_core import AUC_THRESHOLDS, ab_error_area, ciede2000, colorfulness, rgb_to_y_bt601
-from bench.metrics_stats import Bootstrap
+from bench.metrics import DEFAULT_METRICS, METRICS, Batch, MetricOptions, build_metrics, parse_metric_names
+from bench.metrics.functional import AUC_THRESHOLDS, ab_error_area, ciede2000, colorfulness, rgb_to_y_bt601
+from bench.metrics.stats import Bootstrap
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 TOL = 1e-4

@@ -16,8 +16,8 @@ from scipy import linalg
 from torch import nn
 
 from bench.metrics import METRICS, Batch, MetricOptions
-from bench.metrics_learned import ALEXNET_FILE, INCEPTION_FILE
-from bench.metrics_stats import Bootstrap, inception_split_scores
+from bench.metrics.learned import ALEXNET_FILE, INCEPTION_FILE
+from bench.metrics.stats import Bootstrap, inception_split_scores
 
 PALETTE = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255]], dtype=torch.float32)
 
@@ -88,7 +88,7 @@ def test_is_per_split_scores_equal_torchmetrics_on_the_same_order() -> None:
     """The per-split scores behind the CI, in torchmetrics' own shuffled order, average to its number."""
     from torchmetrics.image.inception import InceptionScore
 
-    from bench.metrics_learned import _Identity
+    from bench.metrics.learned import _Identity
 
     logits = torch.randn(203, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
     tm = InceptionScore(feature=_Identity(), splits=10)
@@ -109,7 +109,7 @@ def test_is_split_by_split_equals_one_torchmetrics_call() -> None:
     numpy oracle on that order."""
     from torchmetrics.image.inception import InceptionScore
 
-    from bench.metrics_learned import _Identity
+    from bench.metrics.learned import _Identity
 
     imgs = palette_images([0, 1, 2, 3, 4, 5, 0, 0, 1] * 23, size=4)  # 207: unequal splits (21 x 9 + 18)
     options = MetricOptions(inception=PaletteClassifier(6, scale=5.0), is_splits=10, seed=3)
@@ -162,7 +162,7 @@ def test_fid_matches_the_scipy_formula() -> None:
 def test_fid_matches_torchmetrics() -> None:
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from bench.metrics_learned import _Identity, _Moments, frechet_distance
+    from bench.metrics.learned import _Identity, _Moments, frechet_distance
 
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(300, 16, generator=gen, dtype=torch.float64) @ torch.randn(16, 16, generator=gen, dtype=torch.float64)
@@ -260,7 +260,7 @@ def test_is_and_fid_through_torch_fidelity_inception(random_inception_file, empt
 
 
 def test_weights_file_that_holds_code_is_refused(tmp_path) -> None:
-    from bench.metrics_learned import WeightsError, load_tensors_only
+    from bench.metrics.learned import WeightsError, load_tensors_only
 
     path = tmp_path / INCEPTION_FILE
     torch.save({"fn": print}, path)

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.cli import main
-from bench.metrics_stats import Bootstrap, mean_ci, paired_comparison, source_images
+from bench.metrics.stats import Bootstrap, mean_ci, paired_comparison, source_images
 
 
 def test_ci_contains_the_mean_and_narrows_as_n_grows() -> None:

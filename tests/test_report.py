@@ -7,14 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
+from _result_store import EVIL, HASH_B, IDS, make_store
 from click.testing import CliRunner
 from PIL import Image
 
-from _result_store import EVIL, HASH_B, IDS, make_store
-from bench import plots
 from bench.cli import main
-from bench.report import ReportError, build_report, pick_grid_images, write_report
-from bench.report_render import render_html, render_markdown
+from bench.report import ReportError, build_report, plots, write_report
+from bench.report.figures import pick_grid_images
+from bench.report.html import render_html
+from bench.report.markdown import render_markdown
 
 GOLDEN_MD_ROWS = [
     "| method | seed | PSNR ↑ (dB) | SSIM ↑ | images | train time | recipe | date | commit |",
@@ -186,7 +187,7 @@ def test_report_from_a_real_run(folder_dataset, results, tmp_path):
     column is exactly what the gray method outputs."""
     import numpy as np
 
-    from bench.report import _grayscale, _read_png
+    from bench.report.figures import _grayscale, _read_png
 
     r = CliRunner().invoke(main, ["run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--no-progress"],
                            catch_exceptions=False)

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import load_recipe
+from bench.checkpoint import CheckpointError, load_checkpoint
 from bench.datasets import DATASETS
 from bench.methods import METHODS
 from bench.methods.base import Method, Update
-from bench.train import CheckpointError, TrainingDiverged, load_checkpoint, train
+from bench.recipes import load_recipe
+from bench.train import TrainingDiverged, train
 
 SMALL = {"train.steps": "6", "train.batch_size": "2", "train.image_size": "32", "train.prepare_images": "4",
          "train.log_every": "2", "train.ckpt_every": "2"}

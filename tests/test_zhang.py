@@ -11,16 +11,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from scipy.spatial.distance import cdist
-
-from bench.color import rgb_to_lab
-from bench.config import ConfigError, load_recipe
-from bench.evaluate import colorize
-from bench.methods.zhang import (ZhangParams, count_split_ab, decode_annealed, decode_topk, prior_cache_file,
-                                 rebalance_weights, smooth_prior)
-from bench.metrics_core import psnr
-from bench.quantize import AB_GRID, _cache_file, gamut_bins, load_bin_table, nearest_bin, soft_encode
-from bench.train import build_method, load_trained, train
 from test_learned_methods import TinySet, psnr_with_ab, tiny  # noqa: F401  (tiny: the 4-image fixture)
+
+from bench.checkpoint import load_trained
+from bench.color import rgb_to_lab
+from bench.config import ConfigError
+from bench.evaluate import colorize
+from bench.methods.zhang import ZhangParams, count_split_ab, decode_annealed, decode_topk, prior_cache_file, rebalance_weights, smooth_prior
+from bench.metrics.functional import psnr
+from bench.quantize import AB_GRID, _cache_file, gamut_bins, load_bin_table, nearest_bin, soft_encode
+from bench.recipes import build_method, load_recipe
+from bench.train import train
 
 
 def random_srgb_ab(n: int, seed: int = 0) -> torch.Tensor:

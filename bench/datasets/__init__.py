@@ -6,10 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bench.datasets.base import BadImage, DatasetError, DatasetNotFound, ImageSet
-from bench.registry import Registry
-
-DATASETS: Registry[type[ImageSet]] = Registry("dataset", "colorbench.datasets", base=ImageSet)
+from bench.datasets.base import DATASETS, BadImage, DatasetError, DatasetNotFound, ImageSet
 
 # Every module here except the shared ones is a loader that registers itself.
 _SHARED = {"base", "io", "views"}

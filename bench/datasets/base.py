@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bench.config import DatasetCard
+from bench.registry import Registry
 
 SPLITS = ("train", "test")
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -167,6 +168,10 @@ class ImageSet(Dataset, abc.ABC):
             lines.append(f"WARNING {label}: not the official dataset ({note}); its results are marked official=false "
                          "and are not comparable with published numbers")
         return lines
+
+
+#: Every dataset loader by name; each loader module registers itself (``@DATASETS.register("div2k")``).
+DATASETS: Registry[type[ImageSet]] = Registry("dataset", "colorbench.datasets", base=ImageSet)
 
 
 def open_split(cls: type[ImageSet], split: str, root: str | os.PathLike | None = None, **options: Any) -> ImageSet:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.datasets import DATASETS
 from bench.datasets._fetch import card_downloads, check_installed
 from bench.datasets._files import FileImageSet, list_files
-from bench.datasets.base import DatasetNotFound
+from bench.datasets.base import DATASETS, DatasetNotFound
 
 FOLDERS = {"train": "DIV2K_train_HR", "test": "DIV2K_valid_HR"}
 

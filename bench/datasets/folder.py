@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.datasets import DATASETS
 from bench.datasets._files import FileImageSet, list_files
-from bench.datasets.base import DatasetNotFound, hash_split
+from bench.datasets.base import DATASETS, DatasetNotFound, hash_split
 from bench.datasets.io import IMAGE_SUFFIXES
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.datasets import DATASETS
 from bench.datasets._files import FileImageSet, list_files
-from bench.datasets.base import DatasetNotFound, hash_split
+from bench.datasets.base import DATASETS, DatasetNotFound, hash_split
 
 
 @DATASETS.register("landscape", "Landscape Pictures (Kaggle arnaud58/landscape-pictures, 4,319 JPGs); 90/10 split by file-name hash")

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from bench.datasets import DATASETS
-from bench.datasets.base import DatasetNotFound, ImageSet
+from bench.datasets.base import DATASETS, DatasetNotFound, ImageSet
 from bench.datasets.io import read_image
 
 TRAIN = ("astronaut", "coffee", "hubble_deep_field", "ihc", "motorcycle_left", "retina")

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.datasets import DATASETS
-from bench.datasets.base import DatasetError, DatasetNotFound, ImageSet
+from bench.datasets.base import DATASETS, DatasetError, DatasetNotFound, ImageSet
 from bench.datasets.io import GRAY_FRACTION, GRAY_SPREAD
 
 SIDE = 96

@@ -7,10 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from bench.methods.base import Method, NoParams, Update
-from bench.registry import Registry
-
-METHODS: Registry[type[Method]] = Registry("method", "colorbench.methods", base=Method)
+from bench.methods.base import METHODS, Method, NoParams, Update
 
 # Every module in this package is an adapter that registers itself (helpers start with "_" or "base").
 for _mod in pkgutil.iter_modules(__path__):

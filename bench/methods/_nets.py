@@ -20,7 +20,7 @@ from torchvision.models.resnet import BasicBlock
 
 from bench.color import AB_RANGE
 from bench.methods.base import Method
-from bench.metrics_core import ssim_map
+from bench.metrics.functional import ssim_map
 
 # name -> (blocks per stage, torchvision's ImageNet weights: only their file name is used, never the URL)
 ENCODERS: dict[str, tuple[tuple[int, int, int, int], Any]] = {
@@ -218,7 +218,7 @@ def ssim_loss(pred_ab: Tensor, target_ab: Tensor) -> Tensor:
 
     SSIM is taken on ab, not on RGB: the L channel is given, so only the chroma structure is learnt, and
     ab avoids the gamut clipping of Lab -> sRGB, whose zero gradients would stall learning. Same Gaussian
-    window and constants as the ``ssim`` metric (:func:`bench.metrics_core.ssim_map`); float32 even under
+    window and constants as the ``ssim`` metric (:func:`bench.metrics.functional.ssim_map`); float32 even under
     autocast (variances in bf16 lose every digit).
     """
     with torch.autocast(pred_ab.device.type, enabled=False):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import TrainConfig
+from bench.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,7 @@ class Method(nn.Module):
     def extra_info(self) -> dict[str, Any]:
         """Facts about this instance worth recording in result files (e.g. pretrained weights used)."""
         return {}
+
+
+#: Every method adapter by name; each adapter module registers itself (``@METHODS.register("unet")``).
+METHODS: Registry[type[Method]] = Registry("method", "colorbench.methods", base=Method)

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.methods import METHODS
 from bench.methods._nets import GeneratorMethod, GeneratorParams, normalized_ab, normalized_L, patch_discriminator, set_requires_grad
-from bench.methods.base import Update
+from bench.methods.base import METHODS, Update
 
 
 @dataclass(frozen=True)

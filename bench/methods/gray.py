@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from bench.methods import METHODS
-from bench.methods.base import Method
+from bench.methods.base import METHODS, Method
 
 
 @METHODS.register("gray", "Gray baseline: ab = 0 (no colour); the floor every method must beat")

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.methods import METHODS
-from bench.methods.base import Method, Update
+from bench.methods.base import METHODS, Method, Update
 from bench.quantize import kmeans, nearest
 
 

@@ -21,9 +21,8 @@ from typing import Iterator
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.methods import METHODS
 from bench.methods._nets import GeneratorMethod, GeneratorParams, normalized_ab, ssim_loss
-from bench.methods.base import Update
+from bench.methods.base import METHODS, Update
 
 
 @dataclass(frozen=True)

@@ -57,9 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.methods import METHODS
-from bench.methods.base import Method, Update
 from bench.color import rgb_to_lab
+from bench.methods.base import METHODS, Method, Update
 from bench.quantize import GAMUT_RULES, cache_root, gamut_bins, load_bin_table, nearest_bin, soft_encode
 from bench.store import atomic_path
 

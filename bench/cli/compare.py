@@ -45,7 +45,7 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
     """
     import numpy as np
 
-    from bench.metrics_stats import Bootstrap, paired_comparison, source_images
+    from bench.metrics.stats import Bootstrap, paired_comparison, source_images
 
     results = ctx.obj["results"]
     res_a, rows_a = _load(results, dataset, split, method_a, seed)

@@ -1,7 +1,6 @@
 """``bench report`` and ``bench check``: leaderboards and the drift gate, from stored results only.
 
-Attached to the main group in :mod:`bench.cli`. No torch at import time (``bench --help`` stays instant),
-and no import of :mod:`bench.cli` either (it imports this module while it loads).
+No torch at import time (``bench --help`` stays instant).
 """
 
 from __future__ import annotations
@@ -70,7 +69,10 @@ def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
 @_errors
 def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on_new) -> None:
     """Compare current results with a baseline; exit 1 on drift beyond tolerance or a missing result."""
-    from bench.check import DEFAULT_TOLERANCE, CheckError, compare, current_results, format_comparison, parse_tolerances, read_baseline, write_baseline
+    from bench.check import (
+        DEFAULT_TOLERANCE, CheckError, compare, current_results, format_comparison, parse_tolerances, read_baseline,
+        write_baseline,
+    )
 
     root = _results_dir(ctx, results)
     path = Path(baseline)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli import common_run_options, make_spec, user_errors
+from bench.cli.options import common_run_options, make_spec, user_errors
 
 
 def train_command(spec, method: str) -> str:
@@ -61,11 +61,12 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
     if work_size is not None and work_size < 0:
         raise click.UsageError(f"--work-size must be >= 0, got {work_size}")
 
+    from bench.checkpoint import is_trained, load_trained, run_dir_for
     from bench.datasets.base import DatasetError
     from bench.datasets.io import read_image, write_png
+    from bench.device import pick_device
     from bench.evaluate import colorize_full, work_size_for
     from bench.methods import METHODS
-    from bench.train import is_trained, load_trained, pick_device, run_dir_for
 
     data = spec.images("train")
     run_dir = run_dir_for(spec.results, recipe, data, spec.seed)

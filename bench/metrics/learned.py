@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.metrics import METRICS, Batch, Metric, SetMetric
+from bench.metrics.base import METRICS, Batch, Metric, SetMetric
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256_PREFIX = "6726825d"  # torch hub naming: the file name carries its SHA-256 prefix
@@ -189,7 +189,7 @@ class InceptionScore(_InceptionMetric):
     def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:  # ci95 over splits, not images
         from torchmetrics.image.inception import InceptionScore as TMInceptionScore
 
-        from bench.metrics_stats import mean_ci
+        from bench.metrics.stats import mean_ci
 
         if not self._logits:
             return {"mean": None, "n": 0, "ci95": None}

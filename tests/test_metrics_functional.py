@@ -1,4 +1,4 @@
-"""bench.metrics_core against skimage.metrics, per image, on photo pairs and random pairs."""
+"""bench.metrics.functional against skimage.metrics, per image, on photo pairs and random pairs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from skimage import data, filters, metrics, util
 
-from bench.metrics_core import psnr, ssim, ssim_map
+from bench.metrics.functional import psnr, ssim, ssim_map
 
 DEVICE = torch.device(os.environ.get("BENCH_DEVICE", "cpu"))
 TOL = 1e-4  # the contract; measured: PSNR ~1e-14 (float64 throughout), SSIM ~1e-6 (float32, offset-centred)

@@ -3,7 +3,7 @@
 Conventions (say them in every result): both are computed per image and returned per image, shape (B,);
 a dataset score is the mean of these, never a PSNR of the pooled MSE. Values are on the ``data_range``
 scale (255 for uint8 sRGB). PSNR is over all channels at once; SSIM is per channel, then averaged.
-Tested against ``skimage.metrics`` to 1e-4 in tests/test_metrics_core.py.
+Tested against ``skimage.metrics`` to 1e-4 in tests/test_metrics_functional.py.
 """
 
 from __future__ import annotations

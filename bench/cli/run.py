@@ -1,128 +1,13 @@
-"""The ``bench`` command. Heavy imports (torch) live inside command bodies so ``bench --help`` is instant."""
+"""``bench train``, ``bench train-all`` and ``bench run``: train what is missing, evaluate, print a table."""
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from pathlib import Path
-
 import click
 
-SPLIT_CHOICES = ("test", "train", "all")
+from bench.cli.options import SPLIT_CHOICES, common_run_options, make_spec, split_names, user_errors
 
 
-def user_errors(fn):
-    """Turn the harness's user-facing errors into clean messages: 2 for usage errors, 1 otherwise."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from bench.config import ConfigError
-        from bench.datasets.base import DatasetError
-        from bench.registry import UnknownName
-        from bench.train import CheckpointError, TrainingDiverged
-
-        try:
-            return fn(*args, **kwargs)
-        except UnknownName as exc:
-            raise click.UsageError(str(exc)) from None
-        except (ConfigError, DatasetError, CheckpointError, TrainingDiverged) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper
-
-
-def _remember_pretrained(ctx: click.Context, param, value: bool) -> None:
-    ctx.meta["bench.pretrained"] = value  # read by make_spec; kept out of every command's signature
-
-
-def common_run_options(fn):
-    opts = [
-        click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
-        click.option("--root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives (default: $BENCH_DATA/<name>)."),
-        click.option("--recipe", "size", type=click.Choice(["cpu", "gpu"]), default=None, help="Recipe size [default: gpu on CUDA, else cpu]."),
-        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. train.lr=3e-4 or params.width=64."),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", default=None, help="cuda, cuda:1, mps or cpu [default: the best available]."),
-        click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive]."),
-        click.option("--on-bad-image", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
-                     help="Unreadable or too-small image files: skip them (named in the result file and here), or stop."),
-        click.option("--pretrained", is_flag=True, expose_value=False, callback=_remember_pretrained,
-                     help="ImageNet encoder weights from the torch hub cache for methods that take them (unet, cgan, wgan_gp); never downloads."),
-    ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
-
-
-def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress, on_bad_image="skip"):
-    from bench.config import parse_overrides
-    from bench.datasets import DATASETS
-    from bench.runner import RunSpec
-
-    DATASETS.get(dataset)  # unknown names fail here, before any work
-    if size is None:
-        import torch
-
-        size = "gpu" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
-    return RunSpec(
-        dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
-        device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
-        pretrained=ctx.meta.get("bench.pretrained", False),
-    )
-
-
-def split_names(text: str | None) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--results", type=click.Path(file_okay=False), default=None, help="Results folder [default: $BENCH_RESULTS or ./results].")
-@click.version_option(package_name="colorbench")
-@click.pass_context
-def main(ctx: click.Context, results: str | None) -> None:
-    """colorbench: train, score and compare image colourisation methods side by side."""
-    from bench.sysutil import keep_freed_memory
-
-    keep_freed_memory()
-    ctx.ensure_object(dict)
-    ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
-
-
-@main.command("list")
-@click.argument("what", type=click.Choice(["methods", "datasets", "metrics"]), default="methods")
-@user_errors
-def list_cmd(what: str) -> None:
-    """List registered methods, datasets or metrics with a one-line description."""
-    rows: list[tuple[str, str]] = []
-    if what == "methods":
-        from bench.config import load_recipe, method_names
-
-        for name in method_names():
-            r = load_recipe(name)
-            kind = "no training" if not r.trainable else f"{r.training} recipe"
-            rows.append((name, f"{r.description or r.adapter} [{r.adapter}; {kind}]"))
-    elif what == "datasets":
-        from bench.datasets import DATASETS
-
-        rows = [(e.name, e.description + ("" if e.source == "builtin" else f" (plugin: {e.source})")) for e in DATASETS.entries()]
-    else:
-        from bench.metrics import METRICS
-
-        for e in METRICS.entries():
-            metric = e.obj()
-            ok, why = metric.available()
-            arrow = {True: "higher is better", False: "lower is better", None: "no better direction"}[metric.higher_is_better]
-            kind = "per image" if metric.per_image else "set-level"
-            weights = f"; needs {metric.needs_weights}" if metric.needs_weights else ""
-            status = "available" if ok else f"UNAVAILABLE: {why}"
-            rows.append((e.name, f"{e.description} ({arrow}; {kind}{weights}) [{status}]"))
-    width = max((len(n) for n, _ in rows), default=0)
-    for name, desc in rows:
-        click.echo(f"{name:<{width}}  {desc}")
-
-
-@main.command()
+@click.command()
 @click.option("--method", "-m", required=True, help="Method name (bench list methods).")
 @common_run_options
 @click.option("--resume/--restart", default=True, show_default=True, help="Resume from the run's checkpoint, or start over.")
@@ -151,14 +36,14 @@ def _echo_outcome(method: str, out) -> None:
         click.echo(f"{method}: trained {out.steps} steps in {out.seconds:.1f}s ({out.images_per_s or 0:.1f} img/s) -> {out.run_dir}")
 
 
-@main.command("train-all")
+@click.command("train-all")
 @click.option("--methods", default=None, help="Comma-separated subset [default: every method that needs training].")
 @common_run_options
 @click.pass_context
 @user_errors
 def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image) -> None:
     """Train every method that needs training; skip the trained, resume the interrupted."""
-    from bench.config import method_names
+    from bench.recipes import method_names
     from bench.runner import train_one
 
     spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
@@ -177,7 +62,7 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
         raise click.ClickException(f"training failed for: {', '.join(failed)}")
 
 
-@main.command()
+@click.command()
 @click.option("--methods", "-m", default="gray,kmeans32", show_default=True, help="Comma-separated method names.")
 @common_run_options
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="test", show_default=True, help="Split(s) to evaluate.")
@@ -267,20 +152,3 @@ def format_table(results: list[dict], metrics: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     line = lambda cells: "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-if __name__ == "__main__":
-    # `python -m bench.cli`: run the importable module's group, which has the commands below attached
-    # (their modules import bench.cli; attaching them from __main__ would import it circularly).
-    from bench.cli import main as _main
-
-    sys.exit(_main())
-
-# Command groups live in their own modules (no torch import at module level) so `bench --help` stays fast.
-from bench.cli_colorize import colorize  # noqa: E402
-from bench.cli_compare import compare  # noqa: E402
-from bench.cli_data import data  # noqa: E402
-from bench.cli_report import check, report  # noqa: E402
-
-for _command in (colorize, compare, data, report, check):
-    main.add_command(_command)

@@ -1,83 +1,12 @@
-"""Rendering a :class:`bench.report.Report` as Markdown (``leaderboard.md``) and as one self-contained
-HTML page (``index.html``: inline CSS and JS, pictures beside it, sortable tables).
-
-Every string that comes from a result or a file name goes through :func:`md` or :func:`e` (escaping).
-"""
+"""A :class:`~bench.report.model.Report` as one self-contained HTML page (``index.html``: inline CSS and JS,
+pictures beside it, sortable tables). Every string from a result or a file name goes through :func:`e`."""
 
 from __future__ import annotations
 
 import html
-import re
 from typing import Any
 
-from bench.report import BASELINE_METHOD, Report, Section, describe_group
-
-
-def _warnings(section: Section) -> list[str]:
-    g = section.group
-    out = []
-    if g.variants > 1:
-        out.append(f"{g.dataset}/{g.split} has results on {g.variants} different versions ({', '.join(g.differs)} differ); "
-                   "each is a separate table and numbers must not be compared across them.")
-    if not g.official:
-        out.append("Not the official dataset: the data differ from the published files, so these numbers are not comparable to published ones.")
-    skipped = g.info.get("skipped")
-    if skipped:
-        out.append(f"Images skipped while loading: {skipped if not isinstance(skipped, (list, dict)) else len(skipped)}.")
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Markdown
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]{}<>|#~!&$])")
-
-
-def md(text: Any) -> str:
-    """Escape a string from a result for a Markdown table cell (CommonMark backslash escapes; no newlines)."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
-
-
-def render_markdown(report: Report) -> str:
-    lines = ["# colorbench leaderboard", "",
-             f"Generated {report.created} from the results under {md(report.root)}; "
-             "values are read from stored results, never recomputed.", ""]
-    for s in report.sections:
-        lines += [f"## {md(s.group.title)}", ""]
-        lines += [f"> **Warning:** {md(w)}" for w in _warnings(s)]
-        if _warnings(s):
-            lines.append("")
-        lines += [md(describe_group(s.group)), ""]
-        t = s.table
-        lines.append("| " + " | ".join(md(h.text) for h in t.headers) + " |")
-        lines.append("|" + "|".join("---:" if h.numeric else "---" for h in t.headers) + "|")
-        for row in t.rows:
-            cells = []
-            for c in row:
-                text = md(c.text) + (f" [{c.note}]" if c.note else "")
-                cells.append(f"**{text}**" if c.bold else text)
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        if t.notes:
-            lines += [f"[{i}] {md(n)}  " for i, n in enumerate(t.notes, 1)] + [""]
-        lines.append("± is half the width of the stored 95% confidence interval; bold is the best value of a column.")
-        lines.append("")
-        for f in s.figures:
-            lines += [f"![{md(f.caption)}]({f.path.as_posix()})", "", f"*{md(f.caption)}*", ""]
-        lines += [f"- {md(n)}" for n in s.notes]
-        if s.notes:
-            lines.append("")
-    if report.failed:
-        lines += ["## Failed runs", "", "| method | dataset | split | seed | stage | error |", "|---|---|---|---:|---|---|"]
-        for r in report.failed:
-            err = str(r.data.get("error", "unknown error"))[:300]
-            lines.append(f"| {md(r.method)} | {md(r.dataset)} | {md(r.split)} | {md(r.seed)} | {md(r.data.get('stage', 'evaluate'))} | {md(err)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
-# HTML
+from bench.report.model import BASELINE_METHOD, Report, Section, describe_group, warnings_of
 
 
 def e(text: Any) -> str:
@@ -182,7 +111,7 @@ def render_html(report: Report) -> str:
     for i, s in enumerate(report.sections):
         out.append(f'<section id="section-{i}"{_attr("data-dataset", s.group.dataset)}{_attr("data-split", s.group.split)}>')
         out.append(f"<h2>{e(s.group.title)}</h2>")
-        out += [f'<p class="warn">{e(w)}</p>' for w in _warnings(s)]
+        out += [f'<p class="warn">{e(w)}</p>' for w in warnings_of(s)]
         out.append(f'<p class="desc">{e(describe_group(s.group))}</p>')
         out += _html_table(s, i)
         for f in s.figures:

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
-
-def _user_errors(fn):
-    """bench.cli.user_errors, looked up at call time (bench.cli imports this module)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        from bench.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper
+from bench.cli.options import user_errors
 
 
 def _card(name: str):
@@ -41,7 +30,7 @@ def data() -> None:
 @click.option("--keep-archive", is_flag=True, help="Keep downloaded archives under <root>/.downloads after installing.")
 @click.option("--force", is_flag=True, help="Replace an installed copy that is not the verified official one.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive].")
-@_user_errors
+@user_errors
 def fetch(name, root, archive_dir, keep_archive, force, progress) -> None:
     """Download, verify (published checksum) and install dataset NAME."""
     from bench.datasets._fetch import card_downloads, install
@@ -97,7 +86,7 @@ def _status_lines(name: str, root: str | None) -> list[str]:
 @data.command("list")
 @click.argument("names", nargs=-1)
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Look here (with one NAME) instead of the default place.")
-@_user_errors
+@user_errors
 def list_cmd(names, root) -> None:
     """Each dataset: where it is expected, present or not, image counts, official status (no decoding)."""
     from bench.datasets import DATASETS
@@ -112,7 +101,7 @@ def list_cmd(names, root) -> None:
 @data.command("verify")
 @click.argument("name")
 @click.option("--root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
-@_user_errors
+@user_errors
 def verify(name, root) -> None:
     """Re-hash every file of an installed dataset against what 'bench data fetch' verified."""
     from bench.datasets._fetch import card_downloads, check_installed

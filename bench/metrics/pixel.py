@@ -1,159 +1,15 @@
-"""The metric registry. Every metric states its convention, written into every result file.
-
-A metric sees one :class:`Batch` at a time: the uint8 sRGB outputs and ground truths (B, 3, H, W) on the
-evaluation device, with derived views (Lab, BT.601 Y, Inception features) computed once per batch and
-shared by the metrics that need them.
-
-* Per-image metrics return (B,) values; the dataset score is the mean of per-image values (never a
-  pooled MSE), and every per-image value is kept (the CSV beside the result).
-* Set-level metrics (IS, FID, rebalanced AuC) accumulate compact per-image features (logits, feature
-  vectors, per-bin sums), never images, so memory stays flat; their state is handed out in chunks so an
-  interrupted evaluation can resume (see :mod:`bench.evaluate`).
-
-Metrics that need pretrained weights say which file and where it goes; when it is missing they are
-reported as unavailable (never 0, never a crash). See README "Metrics" for every convention.
-"""
+"""Weight-free metrics: PSNR and SSIM (RGB as NTIRE 2019, BT.601 Y, CIELAB ab), CIEDE2000, AuC (plain and
+class-rebalanced) and colourfulness. Each registers itself in :data:`bench.metrics.base.METRICS`."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from bench.registry import Registry
-
-PSNR_CAP = 100.0
-AB_DATA_RANGE = 255.0  # ab PSNR/SSIM peak: the scale of OpenCV's 8-bit Lab (a + 128, b + 128), unrounded
-
-# What `bench run` scores when --metrics is not given: the NTIRE pair, the weight-based scores (reported as
-# unavailable when their weights are absent) and the weight-free colour metrics.
-DEFAULT_METRICS = (
-    "psnr", "ssim", "is", "fid", "lpips", "ciede2000", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt",
-)
-
-
-@dataclass(frozen=True)
-class MetricOptions:
-    """Run-wide settings of the metrics.
-
-    ``inception_weights``: torch-fidelity's Inception file (else ``$BENCH_INCEPTION_WEIGHTS``, else the
-    torch hub cache). ``seed``: the IS split shuffle. ``inception``: a stand-in feature extractor for tests
-    (uint8 (B, 3, H, W) -> (pool features (B, D), logits (B, K))).
-    """
-
-    inception_weights: str | None = None
-    seed: int = 0
-    is_splits: int = 10
-    inception: Callable[[Tensor], tuple[Tensor, Tensor]] | None = field(default=None, compare=False)
-
-    def inception_path(self) -> str | None:
-        return self.inception_weights or os.environ.get("BENCH_INCEPTION_WEIGHTS") or None
-
-
-class Batch:
-    """Outputs and ground truths of one batch, with derived views computed at most once."""
-
-    def __init__(self, pred: Tensor, target: Tensor):
-        if pred.shape != target.shape or pred.dim() != 4 or pred.shape[1] != 3:
-            raise ValueError(f"expected pred and target as (B, 3, H, W) of one shape; got {tuple(pred.shape)} and {tuple(target.shape)}")
-        self.pred, self.target = pred, target
-        self._cache: dict[Any, Any] = {}
-
-    def __len__(self) -> int:
-        return self.pred.shape[0]
-
-    def image(self, which: str) -> Tensor:
-        return self.pred if which == "pred" else self.target
-
-    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
-
-    def lab(self, which: str) -> Tensor:
-        """CIELAB (D65, skimage's constants) of the uint8 sRGB image, float32 (B, 3, H, W).
-
-        float32 is 2x faster than float64 here and moves the Lab-based metrics by < 1e-5 from skimage's
-        float64 numbers (measured on photo and random pairs: CIEDE2000 5e-6, ab PSNR 4e-6, AuC 2e-6).
-        """
-        from bench.color import rgb_to_lab
-
-        return self.cached(("lab", which), lambda: rgb_to_lab(self.image(which)))
-
-    def y(self, which: str) -> Tensor:
-        from bench.metrics_core import rgb_to_y_bt601
-
-        return self.cached(("y", which), lambda: rgb_to_y_bt601(self.image(which)))
-
-
-class Metric:
-    """Base class: name, direction, convention, per-image or set-level, weights needed.
-
-    Per-image metrics define ``score(pred, target) -> (B,)`` (or ``score_batch`` to use the shared views of
-    a :class:`Batch`). Set-level metrics subclass :class:`SetMetric`.
-    """
-
-    name: ClassVar[str] = ""
-    higher_is_better: ClassVar[bool | None] = True  # None: no better direction (colourfulness)
-    convention: ClassVar[str] = ""
-    per_image: ClassVar[bool] = True
-    unit: ClassVar[str] = ""
-    needs_weights: ClassVar[str | None] = None  # which pretrained weights, in words; None: weight-free
-
-    def __init__(self, options: MetricOptions | None = None):
-        self.options = options or MetricOptions()
-
-    def available(self) -> tuple[bool, str]:
-        """Whether this machine can compute the metric, and if not, why (e.g. missing weights)."""
-        return True, ""
-
-    def score(self, pred: Tensor, target: Tensor) -> Tensor:
-        raise TypeError(f"{type(self).__name__} is not a per-image metric: it defines no score()")
-
-    def score_batch(self, batch: Batch) -> Tensor:
-        return self.score(batch.pred, batch.target)
-
-    def reset(self) -> None:
-        """Forget accumulated state (set-level metrics)."""
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "higher_is_better": self.higher_is_better, "convention": self.convention, "per_image": self.per_image,
-            "unit": self.unit, "needs_weights": self.needs_weights is not None,
-        }
-
-
-class SetMetric(Metric):
-    """A metric of the whole set, accumulated batch by batch from compact per-image features.
-
-    ``update`` adds a batch; ``take_chunk`` hands over (and absorbs) what was added since the last call,
-    as tensors the evaluator saves; ``replay`` absorbs a saved chunk again on resume; ``compute`` gives
-    the aggregate entry (``mean``, ``n``, ``ci95`` and any extra fields).
-    """
-
-    per_image: ClassVar[bool] = False
-
-    def update(self, batch: Batch) -> None:
-        raise TypeError(f"{type(self).__name__} defines no update()")
-
-    def take_chunk(self) -> dict[str, Any]:
-        raise TypeError(f"{type(self).__name__} defines no take_chunk()")
-
-    def replay(self, chunk: dict[str, Any]) -> None:
-        raise TypeError(f"{type(self).__name__} defines no replay()")
-
-    def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:
-        """``stats``: the Bootstrap settings; ``clusters``: the source-photo index of each image in update
-        order (tiles), for intervals over images; None when every image is its own photo."""
-        raise TypeError(f"{type(self).__name__} defines no compute()")
-
-
-METRICS: Registry[type[Metric]] = Registry("metric", "colorbench.metrics", base=Metric)
-
+from bench.metrics.base import AB_DATA_RANGE, METRICS, PSNR_CAP, Batch, Metric, SetMetric
 
 # --------------------------------------------------------------------------------------------------
 # PSNR and SSIM: RGB (NTIRE 2019), BT.601 Y, and CIELAB ab.
@@ -173,7 +29,7 @@ class PSNR(Metric):
     convention = f"RGB uint8 output vs ground truth; data_range=255; no border crop; {_PSNR_NOTE}"
 
     def score(self, pred: Tensor, target: Tensor) -> Tensor:
-        from bench.metrics_core import psnr
+        from bench.metrics.functional import psnr
 
         return psnr(pred, target, data_range=255.0, cap=PSNR_CAP)
 
@@ -184,7 +40,7 @@ class SSIM(Metric):
     convention = f"RGB uint8 output vs ground truth; data_range=255; {_SSIM_NOTE}"
 
     def score(self, pred: Tensor, target: Tensor) -> Tensor:
-        from bench.metrics_core import ssim
+        from bench.metrics.functional import ssim
 
         return ssim(pred, target, data_range=255.0)
 
@@ -196,7 +52,7 @@ class PSNRY(Metric):
     convention = f"{_Y_NOTE}; data_range=255; no border crop; {_PSNR_NOTE}"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import psnr
+        from bench.metrics.functional import psnr
 
         return psnr(batch.y("pred"), batch.y("target"), data_range=255.0, cap=PSNR_CAP)
 
@@ -207,7 +63,7 @@ class SSIMY(Metric):
     convention = f"{_Y_NOTE}; data_range=255; {_SSIM_NOTE}"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import ssim
+        from bench.metrics.functional import ssim
 
         return ssim(batch.y("pred").float(), batch.y("target").float(), data_range=255.0)
 
@@ -219,7 +75,7 @@ class PSNRab(Metric):
     convention = f"{_AB_NOTE}; MSE over both channels; no border crop; {_PSNR_NOTE}"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import psnr
+        from bench.metrics.functional import psnr
 
         return psnr(batch.lab("pred")[:, 1:], batch.lab("target")[:, 1:], data_range=AB_DATA_RANGE, cap=PSNR_CAP)
 
@@ -230,7 +86,7 @@ class SSIMab(Metric):
     convention = f"{_AB_NOTE}; {_SSIM_NOTE} (mean over a and b)"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import ssim
+        from bench.metrics.functional import ssim
 
         return ssim(batch.lab("pred")[:, 1:].float(), batch.lab("target")[:, 1:].float(), data_range=AB_DATA_RANGE)
 
@@ -248,7 +104,7 @@ class CIEDE2000(Metric):
                   "float32) of the uint8 output and of the ground truth, mean over pixels, mean of per-image values")
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import ciede2000
+        from bench.metrics.functional import ciede2000
 
         return ciede2000(batch.lab("pred"), batch.lab("target")).to(torch.float64).mean(dim=(1, 2))
 
@@ -264,7 +120,7 @@ class AuC(Metric):
     convention = f"{_AUC_NOTE}; per image, mean of per-image values (= pixel-pooled when all images have one size)"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import ab_error_area
+        from bench.metrics.functional import ab_error_area
 
         return ab_error_area(batch.lab("pred")[:, 1:], batch.lab("target")[:, 1:]).mean(dim=(1, 2))
 
@@ -286,7 +142,7 @@ class AuCRebalanced(SetMetric):
         self._n = 0
 
     def update(self, batch: Batch) -> None:
-        from bench.metrics_core import ab_bin_index, ab_error_area, per_bin_sums
+        from bench.metrics.functional import ab_bin_index, ab_error_area, per_bin_sums
 
         target_ab = batch.lab("target")[:, 1:]
         area = ab_error_area(batch.lab("pred")[:, 1:], target_ab)
@@ -314,8 +170,8 @@ class AuCRebalanced(SetMetric):
             self._n += int(chunk["n"])
 
     def compute(self, stats: Any, clusters: Any = None) -> dict[str, Any]:
-        from bench.metrics_core import AB_BINS
-        from bench.metrics_stats import rebalanced_auc, rebalanced_auc_ci
+        from bench.metrics.functional import AB_BINS
+        from bench.metrics.stats import rebalanced_auc, rebalanced_auc_ci
 
         if not self._n:
             return {"mean": None, "n": 0, "ci95": None}
@@ -348,7 +204,7 @@ class _Colorfulness(Metric):
     of: ClassVar[str] = "pred"
 
     def score_batch(self, batch: Batch) -> Tensor:
-        from bench.metrics_core import colorfulness
+        from bench.metrics.functional import colorfulness
 
         return colorfulness(batch.image(self.of), absolute=self.absolute)
 
@@ -379,39 +235,3 @@ class ColorfulnessAbsGT(_Colorfulness):
     absolute = True
     of = "target"
     convention = f"{_CF_GT_NOTE}; {_CF_ABS_NOTE}"
-
-
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_metric_names(text: str | None) -> list[str]:
-    """``"psnr,ssim"`` -> names; ``"all"`` -> every registered metric; ``"default"`` -> DEFAULT_METRICS."""
-    names: list[str] = []
-    for part in (text or "").split(","):
-        part = part.strip()
-        if part == "all":
-            names += METRICS.names()
-        elif part == "default":
-            names += DEFAULT_METRICS
-        elif part:
-            names.append(part)
-    return list(dict.fromkeys(names))
-
-
-def build_metrics(names: tuple[str, ...] | list[str], options: MetricOptions | None = None) -> dict[str, Metric]:
-    """Instances of the named metrics (available or not: the evaluator reports the unavailable ones)."""
-    return {n: METRICS.get(n)(options) for n in names}
-
-
-def availability(metrics: dict[str, Metric]) -> dict[str, str]:
-    """name -> why it cannot run here, for each unavailable metric."""
-    out = {}
-    for name, metric in metrics.items():
-        ok, why = metric.available()
-        if not ok:
-            out[name] = why
-    return out
-
-
-# Weight-based metrics (IS, FID, LPIPS) register themselves on import.
-from bench import metrics_learned  # noqa: E402,F401

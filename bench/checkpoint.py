@@ -1,0 +1,102 @@
+"""Trained artefacts on disk: checkpoint files (weights, optimisers, RNG states), a run's identity and folder,
+and loading a trained method back for evaluation or ``bench colorize``.
+
+Checkpoints are written atomically and loaded with ``weights_only=True``: a checkpoint file never runs code.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bench.config import MethodRecipe
+from bench.datasets.base import ImageSet
+from bench.methods import Method
+from bench.recipes import build_method
+from bench.store import atomic_path, read_json, train_dir, train_identity
+
+CHECKPOINT = "checkpoint.pt"
+TRAIN_JSON = "train.json"
+LOSSES = "losses.csv"
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or of another run; the message says what to do."""
+
+
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": [int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    pos, has_gauss, cached = state["numpy_meta"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
+                    rng: Any = None) -> None:
+    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "identity": identity_hash,
+        "step": step,
+        "model": method.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng if rng is not None else rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint file can never run code."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint; train the method first (bench train ...)") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a loadable colorbench checkpoint ({exc}); delete it and retrain") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format; delete it and retrain")
+    return ckpt
+
+
+def run_identity(recipe: MethodRecipe, data: ImageSet, seed: int) -> dict[str, Any]:
+    return train_identity(recipe.to_dict(), data.identity(), seed)
+
+
+def run_dir_for(results: Path, recipe: MethodRecipe, data: ImageSet, seed: int) -> Path:
+    return train_dir(results, recipe.name, data.name, seed, run_identity(recipe, data, seed))
+
+
+def is_trained(run_dir: Path) -> bool:
+    meta = run_dir / TRAIN_JSON
+    return meta.exists() and (run_dir / CHECKPOINT).exists() and read_json(meta).get("status") == "done"
+
+
+def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> Method:
+    """The trained method in eval mode (or a fresh one for methods that need no training)."""
+    method = build_method(recipe)
+    if recipe.trainable and type(method).needs_training:
+        ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
+        method.load_state_dict(ckpt["model"])
+    return method.to(device).eval()

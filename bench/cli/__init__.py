@@ -1,0 +1,36 @@
+"""The ``bench`` command: the root group and its subcommands, one module per command group.
+
+Heavy imports (torch) live inside command bodies so ``bench --help`` is instant. The subcommand modules
+import :mod:`bench.cli.options`, never this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from bench.cli.colorize import colorize
+from bench.cli.compare import compare
+from bench.cli.data import data
+from bench.cli.listing import list_cmd
+from bench.cli.report import check, report
+from bench.cli.run import run, train, train_all
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--results", type=click.Path(file_okay=False), default=None, help="Results folder [default: $BENCH_RESULTS or ./results].")
+@click.version_option(package_name="colorbench")
+@click.pass_context
+def main(ctx: click.Context, results: str | None) -> None:
+    """colorbench: train, score and compare image colourisation methods side by side."""
+    from bench.sysutil import keep_freed_memory
+
+    keep_freed_memory()
+    ctx.ensure_object(dict)
+    ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
+
+
+for _command in (list_cmd, train, train_all, run, colorize, compare, data, report, check):
+    main.add_command(_command)
