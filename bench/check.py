@@ -91,6 +91,7 @@ def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
         "eval_protocol": ds.get("eval_protocol"),
         "n_images": result.get("n_images"),
         "recipe_hash": short_hash(result.get("recipe"), 16) if result.get("recipe") is not None else None,
+        "cpu": (result.get("environment") or {}).get("cpu"),
         "metrics": metrics,
     }
 
@@ -221,6 +222,15 @@ def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Ma
     for extra, keys in unchecked.items():
         where = "every result" if len(keys) == len(baseline["results"]) else ", ".join(keys)
         out.notes.append(f"{where}: metric(s) {', '.join(extra)} not in the baseline (not checked)")
+    cpus = {(e.get("cpu"), current[key_of(e)].get("cpu")) for e in baseline["results"] if key_of(e) in current}
+    moved = sorted({f"{b} -> {c}" for b, c in cpus if b and c and b != c})
+    if moved:
+        out.notes.append(
+            f"the baseline was computed on another CPU model ({'; '.join(moved)}): a few training steps amplify "
+            "float rounding differences between CPU models even with the kernels pinned to AVX2 (unchanged code "
+            "moved the GANs by several dB between an AMD EPYC and an Intel Xeon), so drift here may be the machine, "
+            "not the code; check on the baseline's kind of machine, or rewrite the baseline with 'make ci-baseline' "
+            "from unchanged code first")
     for key in sorted(set(current) - seen):
         out.lines.append(Line(key, "*", None, None, "", "new", fail_on_new, "not in the baseline; add it with --update-baseline"))
     return out

@@ -118,6 +118,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux): float results of training can differ between CPU
+    models even with the same code and kernels pinned, so results and baselines record it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(device: str | None = None) -> dict[str, Any]:
     import numpy
     import torch
@@ -131,6 +144,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "device": device,
         "threads": torch.get_num_threads(),
     }

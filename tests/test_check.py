@@ -174,3 +174,20 @@ def test_results_with_new_metrics_and_intervals_check_against_an_older_baseline(
     assert entry["is"] == {"mean": None, "higher_is_better": True} and entry["ciede2000"]["mean"] == 9.5
     r = bench("check", "--results", str(root), "--baseline", str(new))
     assert r.exit_code == 0 and "unavailable in both" in r.output
+
+
+def test_a_baseline_from_another_cpu_model_is_named_in_a_note(store):
+    root, paths, baseline = store
+    for path in paths.values():
+        edit(path, lambda d: d.setdefault("environment", {}).update(cpu="Intel(R) Xeon(R) Processor"))
+    r = bench("check", "--results", str(root), "--baseline", str(baseline), "--update-baseline")
+    assert r.exit_code == 0, r.output
+    assert {e["cpu"] for e in read_baseline(baseline)["results"]} == {"Intel(R) Xeon(R) Processor"}
+    for path in paths.values():
+        edit(path, lambda d: d["environment"].update(cpu="AMD EPYC 9B14"))
+    r = bench("check", "--results", str(root), "--baseline", str(baseline))
+    assert r.exit_code == 0, r.output  # a note, not a failure: the metrics are what decide
+    assert "note: the baseline was computed on another CPU model (Intel(R) Xeon(R) Processor -> AMD EPYC 9B14)" in r.output
+    for path in paths.values():
+        edit(path, lambda d: d["environment"].update(cpu="Intel(R) Xeon(R) Processor"))
+    assert "another CPU model" not in bench("check", "--results", str(root), "--baseline", str(baseline)).output
