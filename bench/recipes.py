@@ -90,3 +90,24 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
 def build_method(recipe: MethodRecipe) -> Method:
     """A fresh (untrained) method of ``recipe``."""
     return METHODS.get(recipe.adapter)(recipe.params, recipe.train)
+
+
+def recipe_from_dict(data: Mapping[str, Any], where: str) -> MethodRecipe:
+    """A recipe stored as :meth:`MethodRecipe.to_dict` (in a checkpoint or a result) as a recipe again,
+    typed by the adapter's ``Params`` (so a recipe from an incompatible version is an error naming ``where``)."""
+    if not isinstance(data, Mapping) or "adapter" not in data or "name" not in data:
+        raise ConfigError(f"{where}: the stored recipe is not a colorbench recipe (no name/adapter)")
+    try:
+        adapter = METHODS.get(str(data["adapter"]))
+    except UnknownName as exc:
+        raise ConfigError(f"{where}: needs the method adapter {data['adapter']!r}, which is not installed here ({exc})") from None
+    return MethodRecipe(
+        name=str(data["name"]),
+        adapter=str(data["adapter"]),
+        description=str(data.get("description", "")),
+        training=data.get("training"),
+        size=str(data.get("size", "")),
+        params=build_dataclass(adapter.Params, data.get("params"), f"{where}: params"),
+        train=build_dataclass(TrainConfig, data.get("train"), f"{where}: train"),
+        source=where,
+    )
