@@ -70,7 +70,13 @@ def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
 def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on_new) -> None:
     """Compare current results with a baseline; exit 1 on drift beyond tolerance or a missing result."""
     from bench.check import (
-        DEFAULT_TOLERANCE, CheckError, compare, current_results, format_comparison, parse_tolerances, read_baseline,
+        DEFAULT_TOLERANCE,
+        CheckError,
+        compare,
+        current_results,
+        format_comparison,
+        parse_tolerances,
+        read_baseline,
         write_baseline,
     )
 
