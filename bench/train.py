@@ -25,16 +25,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench import distributed
 from bench.checkpoint import (
-    CHECKPOINT,
-    LOSSES,
-    TRAIN_JSON,
-    CheckpointError,
-    is_trained,
-    load_checkpoint,
-    rng_state,
-    run_identity,
-    save_checkpoint,
-    set_rng_state,
+    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, is_trained, load_checkpoint, rng_state, run_identity,
+    save_checkpoint, set_rng_state,
 )
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe

@@ -8,17 +8,8 @@ A plugin metric subclasses :class:`Metric` (or :class:`SetMetric`) and registers
 
 from bench.metrics import learned, pixel  # noqa: F401  (they register their metrics on import)
 from bench.metrics.base import (
-    AB_DATA_RANGE,
-    DEFAULT_METRICS,
-    METRICS,
-    PSNR_CAP,
-    Batch,
-    Metric,
-    MetricOptions,
-    SetMetric,
-    availability,
-    build_metrics,
-    parse_metric_names,
+    AB_DATA_RANGE, DEFAULT_METRICS, METRICS, PSNR_CAP, Batch, Metric, MetricOptions, SetMetric, availability,
+    build_metrics, parse_metric_names,
 )
 
 __all__ = [

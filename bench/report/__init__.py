@@ -13,15 +13,7 @@ from typing import Sequence
 
 from bench.report.figures import distribution_figure, grid_figure, losses_figure
 from bench.report.model import (
-    _PLOT_PREFIXES,
-    DEFAULT_GRID_ROWS,
-    PLOTS_DIR,
-    Figure,
-    Report,
-    ReportError,
-    Section,
-    build_table,
-    group_results,
+    _PLOT_PREFIXES, DEFAULT_GRID_ROWS, PLOTS_DIR, Figure, Report, ReportError, Section, build_table, group_results,
     load_results,
 )
 from bench.store import write_text_atomic

@@ -10,15 +10,7 @@ from typing import Any, Sequence
 
 from bench.report import plots
 from bench.report.model import (
-    DEFAULT_GRID_ROWS,
-    GRID_SEED,
-    PLOTS_DIR,
-    Figure,
-    Group,
-    ReportError,
-    Stored,
-    _arrow,
-    leaderboard_order,
+    DEFAULT_GRID_ROWS, GRID_SEED, PLOTS_DIR, Figure, Group, ReportError, Stored, _arrow, leaderboard_order,
     metric_columns,
 )
 
