@@ -11,11 +11,7 @@ from dataclasses import fields
 from typing import Any, Mapping
 
 from bench.config import (
-
-    RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, TrainConfig, build_dataclass, coerce, load_training, read_yaml,
-
-    recipes_dir,
-
+    RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, TrainConfig, build_dataclass, coerce, load_training, read_yaml, recipes_dir,
 )
 from bench.methods import METHODS, Method
 from bench.registry import UnknownName
