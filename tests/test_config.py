@@ -21,7 +21,7 @@ def test_sizes_differ():
 
 def test_overrides_are_typed():
     r = load_recipe("kmeans32", "cpu", parse_overrides(["train.lr=3e-4", "train.steps=7", "params.width=8",
-                                                       "betas=[0.5, 0.9]", "train.amp=false", "train.grad_clip=1"]))
+                                                       "train.betas=[0.5, 0.9]", "train.amp=false", "train.grad_clip=1"]))
     assert r.train.lr == pytest.approx(3e-4) and isinstance(r.train.lr, float)
     assert r.train.steps == 7 and isinstance(r.train.steps, int)
     assert r.params.width == 8
