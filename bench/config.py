@@ -182,8 +182,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip() in ("null", "~", ""))):
+            return None  # a --set value of "null" unsets an optional field, as in YAML
         errors = []
         for arg in args:
             if arg is type(None):
