@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 import types
 import typing
@@ -20,6 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 SIZES = ("cpu", "gpu")
+MIN_IMAGE_SIZE = 32  # the smallest crop every shipped network trains on (the PatchGANs need 32; tests/test_config.py)
 
 
 class ConfigError(ValueError):
@@ -40,23 +43,97 @@ def datasets_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything the shared training loop needs; optimiser fields are read by the adapters."""
+class Range:
+    """The values a numeric recipe field allows: bounds ``low``/``high`` (None: unbounded), inclusive
+    unless ``low_open``/``high_open``. A tuple field's elements are checked one by one, ``None`` (an
+    optional field left unset) always passes, and NaN or inf never does."""
 
-    steps: int = 200
-    batch_size: int = 16
-    image_size: int = 64
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    log_every: int = 10
-    ckpt_every: int = 100
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if value is None:
+            return True
+        if isinstance(value, (tuple, list)):
+            return all(self.allows(v) for v in value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return "finite"
+
+
+def ranged(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False) -> Any:
+    """A dataclass field with a declared :class:`Range`, checked by :func:`check_ranges`:
+    ``steps: int = ranged(200, low=1)``. One line gives a new recipe field its range."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+
+
+def field_range(cls: type, name: str) -> Range | None:
+    """The declared range of field ``name`` of dataclass ``cls`` (None: no range declared)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata.get("range")
+    return None
+
+
+def range_problem(cls: type, name: str, value: Any) -> str | None:
+    """What field ``name`` of dataclass ``cls`` requires when ``value`` is outside its declared range
+    ("must be an integer >= 1"), or None when the value is allowed."""
+    rng = field_range(cls, name)
+    if rng is None or rng.allows(value):
+        return None
+    if isinstance(value, (tuple, list)):
+        return f"must hold {'integers' if all(isinstance(v, int) for v in value) else 'numbers'} {rng.describe()}"
+    return f"must be {'an integer' if isinstance(value, int) else 'a number'} {rng.describe()}"
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Raise ValueError naming the first field of dataclass ``obj`` outside its declared range (call it from
+    ``__post_init__``; :func:`build_dataclass` turns the error into a ConfigError naming the file)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        problem = range_problem(type(obj), f.name, value)
+        if problem:
+            raise ValueError(f"{prefix}{f.name} = {value!r} is out of range: {problem}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the shared training loop needs; optimiser fields are read by the adapters.
+
+    Every numeric field declares its allowed range (``ranged``): recipes and ``--set`` values outside it
+    are refused with a message naming the field and the range."""
+
+    steps: int = ranged(200, low=1)
+    batch_size: int = ranged(16, low=1)
+    image_size: int = ranged(64, low=MIN_IMAGE_SIZE)
+    lr: float = ranged(1e-3, low=0, low_open=True)
+    betas: tuple[float, float] = ranged((0.9, 0.999), low=0, high=1, high_open=True)
+    weight_decay: float = ranged(0.0, low=0)
+    grad_clip: float | None = ranged(None, low=0, low_open=True)
+    log_every: int = ranged(10, low=1)
+    ckpt_every: int = ranged(100, low=1)
     amp: bool = True  # bf16/fp16 autocast; only ever enabled on CUDA
     channels_last: bool = True
     compile: bool = False
-    num_workers: int = 0
-    prepare_images: int = 64  # training crops shown to Method.prepare (palettes, priors)
+    num_workers: int = ranged(0, low=0)
+    prepare_images: int = ranged(64, low=0)  # training crops shown to Method.prepare (palettes, priors)
+
+    def __post_init__(self):
+        check_ranges(self, "train.")
 
 
 @dataclass(frozen=True)
@@ -105,8 +182,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.strip() in ("null", "~", ""))):
+            return None  # a --set value of "null" unsets an optional field, as in YAML
         errors = []
         for arg in args:
             if arg is type(None):

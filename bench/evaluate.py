@@ -34,10 +34,15 @@ from bench.color import lab_to_rgb_uint8, rgb_to_lab
 from bench.methods import Method
 from bench.metrics import Batch, Metric, SetMetric
 from bench.metrics.stats import Bootstrap, mean_ci, source_images
+from bench.progress import Progress, progress_mode
 from bench.store import atomic_path, short_hash, write_json_atomic
 
 PROGRESS = "progress.json"
 JOURNAL_FORMAT = 2  # 2: sparse per-bin rows of auc_rebalanced
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an evaluation; the message says how much is journaled and that the same command resumes."""
 
 
 @dataclass
@@ -131,7 +136,7 @@ class EvalJournal:
 
 def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metric], per_image: list[str],
                  set_level: dict[str, SetMetric], device: torch.device, per_batch: int, work_size: int | None,
-                 want_samples: int, bar: Any) -> dict[str, Any]:
+                 want_samples: int, bar: Progress) -> dict[str, Any]:
     """Colourise and score the images of ``part``: their per-image values, set-level features and up to
     ``want_samples`` sample outputs, as one journal chunk."""
     ids: list[str] = []
@@ -152,8 +157,8 @@ def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metr
         for j in range(min(len(batch_ids), want_samples - len(samples))):
             samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
         ids.extend(batch_ids)
-        if bar is not None:
-            bar.update(len(batch_ids))
+        bar.advance(len(batch_ids))
+        bar.report()
     return {"ids": ids, "values": {n: torch.cat(v) for n, v in values.items()},
             "sets": {n: m.take_chunk() for n, m in set_level.items()}, "samples": samples}
 
@@ -173,6 +178,7 @@ def evaluate(
     bootstrap: Bootstrap = Bootstrap(),
     work_size: int | None = None,
     dist: distributed.Dist = distributed.SINGLE,
+    label: str = "",
 ) -> Evaluation:
     """Score ``method`` on ``view`` (an EvalView: ``view[k] -> (uint8 image, k)``, ``item_id(k)``, ``fixed_size``).
 
@@ -185,6 +191,8 @@ def evaluate(
     Under torchrun (``dist``), process r scores chunks r, r + W, ...; the chunks are gathered and replayed
     in order on every process, so the rows and aggregates are those of one process. The main process
     journals them, and a resume may use another number of processes.
+
+    ``label`` names the evaluation in progress lines and messages (e.g. ``unet on samples/test``).
     """
     method.eval()
     active: dict[str, Metric] = {}
@@ -239,27 +247,32 @@ def evaluate(
     chunk_len = -(-chunk_images // per_batch) * per_batch
     starts = list(range(resumed_from, len(view), chunk_len))
     rounds = [starts[i : i + dist.world] for i in range(0, len(starts), dist.world)]
-    show = (sys.stderr.isatty() if progress is None else progress) and dist.is_main
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(view), initial=resumed_from, desc="evaluate", unit="img", dynamic_ncols=True, mininterval=0.5)
+    bar = Progress(progress_mode(progress, dist.is_main), len(view), resumed_from, f"evaluate {label}".rstrip(), "img")
     t0 = time.perf_counter()
-    for group in rounds:
-        mine = None
-        if dist.rank < len(group):
-            first = group[dist.rank]
-            mine = _score_chunk(method, Subset(view, range(first, min(first + chunk_len, len(view)))), view,
-                                active, per_image, set_level, device, per_batch, work_size,
-                                n_samples - len(samples), bar)
-        for k, chunk in enumerate(distributed.gather_objects(mine, dist)[: len(group)]):
-            if journal is not None:
-                journal.append(chunk)
-            if bar is not None and k != dist.rank:
-                bar.update(len(chunk["ids"]))
-            absorb(chunk, scored_here=k == dist.rank)
-    if bar is not None:
+    try:
+        for group in rounds:
+            mine = None
+            if dist.rank < len(group):
+                first = group[dist.rank]
+                mine = _score_chunk(method, Subset(view, range(first, min(first + chunk_len, len(view)))), view,
+                                    active, per_image, set_level, device, per_batch, work_size,
+                                    n_samples - len(samples), bar)
+            for k, chunk in enumerate(distributed.gather_objects(mine, dist)[: len(group)]):
+                if journal is not None:
+                    journal.append(chunk)
+                if k != dist.rank:
+                    bar.advance(len(chunk["ids"]))
+                absorb(chunk, scored_here=k == dist.rank)
+            bar.report()
+    except KeyboardInterrupt as exc:
+        if work_dir is None or journal is None:
+            kept = "nothing was journaled (no results folder): it starts over" if work_dir is None else \
+                f"the main process journals it in {work_dir}: run the same command again to resume"
+            raise EvaluationInterrupted(f"evaluation {label} interrupted after {bar.done} of {len(view)} images; {kept}") from exc
+        raise EvaluationInterrupted(f"evaluation {label} interrupted after {bar.done} of {len(view)} images; {journal.n_done} "
+                                    f"are journaled in {journal.folder}: run the same command again to resume from "
+                                    f"image {journal.n_done}") from exc
+    finally:
         bar.close()
     if dist.enabled:  # set-level features in chunk order, as one process would have added them
         for metric in set_level.values():

@@ -21,7 +21,7 @@ from bench.distributed import is_main_process
 from bench.evaluate import EvalJournal, evaluate, work_size_for
 from bench.metrics import MetricOptions, build_metrics
 from bench.metrics.stats import Bootstrap
-from bench.recipes import load_recipe
+from bench.recipes import applicable_overrides, load_recipe
 from bench.store import SCHEMA_VERSION, environment, eval_paths, now, read_json, short_hash, write_csv_atomic, write_json_atomic
 from bench.train import TrainOutcome, train
 
@@ -45,7 +45,9 @@ class RunSpec:
     eval_chunk: int = 256  # images per resumable chunk of an evaluation
 
     def recipe(self, method: str) -> MethodRecipe:
-        overrides = dict(self.overrides)
+        """The method's recipe with the ``--set`` values; ``params.*`` values go to the methods whose
+        parameters have them (``bench train-all --set params.width=16`` leaves ``gray`` alone)."""
+        overrides = applicable_overrides(method, dict(self.overrides))
         recipe = load_recipe(method, self.size, overrides)
         if self.pretrained and hasattr(recipe.params, "pretrained") and "params.pretrained" not in overrides:
             recipe = load_recipe(method, self.size, {**overrides, "params.pretrained": "true"})
@@ -66,13 +68,29 @@ class RunSpec:
 _REPORTED: set[tuple] = set()
 
 
+class StageFailed(RuntimeError):
+    """``method`` failed at ``stage`` (``data``: reading a split, ``train``, ``evaluate``); ``what`` says it
+    in words ("reading samples/train"), ``cause`` is the original error (also ``__cause__``) and
+    ``record`` the failure record written for it (None: none was written)."""
+
+    def __init__(self, method: str, stage: str, what: str, cause: BaseException, record: Path | None = None):
+        super().__init__(f"{method}: {what} failed: {type(cause).__name__}: {cause}")
+        self.method, self.stage, self.what, self.cause, self.record = method, stage, what, cause, record
+
+
 def train_one(spec: RunSpec, method: str, resume: bool = True) -> TrainOutcome:
     recipe = spec.recipe(method)
-    images = spec.images("train", crop=recipe.train.image_size if recipe.trainable else None)
-    return train(
-        recipe, images, results=spec.results, seed=spec.seed,
-        device=pick_device(spec.device), resume=resume, progress=spec.progress,
-    )
+    try:
+        images = spec.images("train", crop=recipe.train.image_size if recipe.trainable else None)
+    except Exception as exc:
+        raise StageFailed(method, "data", f"reading {spec.dataset}/train", exc) from exc
+    try:
+        return train(
+            recipe, images, results=spec.results, seed=spec.seed,
+            device=pick_device(spec.device), resume=resume, progress=spec.progress,
+        )
+    except Exception as exc:
+        raise StageFailed(method, "train", "training", exc) from exc
 
 
 def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[str], outcome: TrainOutcome) -> dict[str, Any]:
@@ -80,7 +98,10 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     recipe = spec.recipe(method)
     device = pick_device(spec.device)
     d = distributed.init(device)  # under torchrun every process scores a share; rank 0 writes
-    images = spec.images(split)
+    try:
+        images = spec.images(split)
+    except Exception as exc:
+        raise StageFailed(recipe.name, "data", f"reading {spec.dataset}/{split}", exc) from exc
     json_path, csv_path, samples_dir = eval_paths(spec.results, recipe.name, images.name, split, spec.seed)
     base: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -123,13 +144,15 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
         result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
                           work_dir=work_dir, identity=identity, chunk_images=spec.eval_chunk,
-                          bootstrap=Bootstrap(resamples=spec.bootstrap, seed=0), work_size=work_size, dist=d)
+                          bootstrap=Bootstrap(resamples=spec.bootstrap, seed=0), work_size=work_size, dist=d,
+                          label=f"{recipe.name} on {images.name}/{split}")
     except Exception as exc:
-        base.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(limit=8),
-                    seconds=round(time.perf_counter() - t0, 3))
+        base.update(status="failed", stage="evaluate", error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(limit=8), seconds=round(time.perf_counter() - t0, 3))
         if d.is_main:
             write_json_atomic(json_path, base)
-        raise
+        raise StageFailed(recipe.name, "evaluate", f"evaluation on {images.name}/{split}", exc,
+                          json_path if d.is_main else None) from exc
     base.update(
         status="ok",
         metrics=result.aggregates,
@@ -174,11 +197,13 @@ def _checkpoint_stamp(run_dir: Path) -> str | None:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def record_failure(spec: RunSpec, method: str, split: str, exc: BaseException) -> None:
-    """A method that failed to train still leaves a result file saying so (not a silent gap)."""
+def record_failure(spec: RunSpec, method: str, split: str, exc: BaseException, stage: str = "train") -> Path:
+    """A method that failed before evaluation (``stage``: ``data`` or ``train``) still leaves a result file
+    saying so (not a silent gap); returns its path."""
     json_path, _, _ = eval_paths(spec.results, method, spec.dataset, split, spec.seed)
     write_json_atomic(json_path, {
         "schema_version": SCHEMA_VERSION, "method": method, "dataset": {"name": spec.dataset}, "split": split,
-        "seed": spec.seed, "status": "failed", "stage": "train", "error": f"{type(exc).__name__}: {exc}",
+        "seed": spec.seed, "status": "failed", "stage": stage, "error": f"{type(exc).__name__}: {exc}",
         "environment": environment(spec.device), "created": now(),
     })
+    return json_path

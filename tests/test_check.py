@@ -112,11 +112,11 @@ def test_update_refuses_failed_results_and_bad_input(store, tmp_path):
     assert r.exit_code == 1 and "refusing to write a baseline while results failed (zhang/toy/test/0)" in r.output
     assert baseline.read_text() == before
     r = bench("check", "--results", str(root), "--baseline", str(tmp_path / "none.json"))
-    assert r.exit_code == 1 and "no such baseline" in r.output
+    assert r.exit_code == 2 and "none.json does not exist" in r.output  # a usage error: nothing was checked
     (tmp_path / "bad.json").write_text("{}")
     assert "not a colorbench baseline" in bench("check", "--results", str(root), "--baseline", str(tmp_path / "bad.json")).output
     r = bench("check", "--results", str(root), "--baseline", str(baseline), "--tolerance", "psnr")
-    assert r.exit_code == 1 and "expected METRIC=VALUE" in r.output
+    assert r.exit_code == 2 and "expected METRIC=VALUE" in r.output
 
 
 def test_tolerances_and_unavailable_metrics():

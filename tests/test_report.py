@@ -18,7 +18,7 @@ from bench.report.html import render_html
 from bench.report.markdown import render_markdown
 
 GOLDEN_MD_ROWS = [
-    "| method | seed | PSNR ↑ (dB) | SSIM ↑ | images | train time | recipe | date | commit |",
+    "| method | seed | psnr ↑ (dB) | ssim ↑ | images | train time | recipe | date | commit |",
     "|---|---:|---:|---:|---:|---:|---|---|---|",
     "| kmeans32 | 0 | **23.25 ± 0.50** | 0.9103 | 5 | 75 s | cpu · 40 steps × 8 | 2026-01-02 | 01234567 |",
     "| gray | 0 | 22.50 ± 0.50 | **0.9400** | 5 | no training | cpu · no training | 2026-01-02 | 01234567 |",
@@ -179,7 +179,7 @@ def test_cli_report_writes_both_formats(store, tmp_path):
     r = CliRunner().invoke(main, ["report", "--results", str(tmp_path / "empty"), "--out", str(out)])
     assert r.exit_code == 1 and "no results under" in r.output
     r = CliRunner().invoke(main, ["report", "--results", str(store), "--out", str(out), "--format", "pdf"])
-    assert r.exit_code == 1 and "--format: unknown pdf" in r.output
+    assert r.exit_code == 2 and "'--format': unknown pdf" in r.output  # a usage error
 
 
 def test_report_from_a_real_run(folder_dataset, results, tmp_path):

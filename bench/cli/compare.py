@@ -30,7 +30,7 @@ def _load(results, dataset: str, split: str, method: str, seed: int):
 @click.command()
 @click.argument("method_a")
 @click.argument("method_b")
-@click.option("--dataset", "-d", required=True, help="Dataset of both results.")
+@click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset of both results (as bench run's default).")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--metric", "metric_names", multiple=True, help="Metric to compare (repeatable) [default: every per-image metric both have].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs (result file suffix -s<seed>).")

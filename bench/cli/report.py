@@ -51,6 +51,9 @@ def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
     from bench.report import write_report
 
     root = _results_dir(ctx, results)
+    bad = [f for f in _names((formats,)) if f not in ("md", "html")]
+    if bad or not _names((formats,)):
+        raise click.BadParameter(f"unknown {', '.join(bad) or '(empty)'}; choose from md, html", param_hint="'--format'")
     rep = write_report(root, Path(out), _names((formats,)), _names(datasets) or None, _names((images,)) if images else None, grid_rows)
     n = sum(len(s.table.rows) for s in rep.sections)
     click.echo(f"{len(rep.sections)} table(s), {n} row(s), {len(rep.failed)} failed run(s) listed")
@@ -82,7 +85,13 @@ def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on
 
     root = _results_dir(ctx, results)
     path = Path(baseline)
-    cli_tol = parse_tolerances(tolerances)
+    if not update_baseline and not path.is_file():
+        raise click.BadParameter(f"{path} does not exist; give the committed baseline file, or write one with "
+                                 f"--update-baseline", param_hint="'--baseline'")
+    try:
+        cli_tol = parse_tolerances(tolerances)
+    except CheckError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tolerance'") from None
     only = _names(datasets)
     current, failed = current_results(root, only or None)
     if update_baseline:

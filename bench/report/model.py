@@ -225,7 +225,8 @@ def build_table(group: Group) -> TableModel:
     for name, entry in columns:
         unit = entry.get("unit") or ""
         hib = entry.get("higher_is_better")
-        text = f"{name.upper() if name in FIRST_METRICS else name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
+        # the registered name, as typed in --metrics and shown by bench run and compare: one case style
+        text = f"{name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
         way = "higher is better" if hib is True else "lower is better" if hib is False else "no better direction"
         headers.append(Header(f"metric:{name}", text, numeric=True, title=f"{way}. {entry.get('convention', '')}".strip()))
     headers += [
