@@ -26,17 +26,17 @@ class ConfigError(ValueError):
     """A recipe or override that cannot be used; the message names the file and the fix."""
 
 
-def project_root() -> Path:
-    """The checkout the package runs from (recipes live beside the package, not inside it)."""
-    return Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def recipes_dir() -> Path:
-    return Path(os.environ.get("BENCH_RECIPES", project_root() / "methods"))
+    """Method recipes: ``$BENCH_RECIPES``, else the ones shipped in the package (``bench/methods/recipes``)."""
+    return Path(os.environ.get("BENCH_RECIPES") or PACKAGE_DIR / "methods" / "recipes")
 
 
 def datasets_dir() -> Path:
-    return Path(os.environ.get("BENCH_CARDS", project_root() / "datasets"))
+    """Dataset cards: ``$BENCH_CARDS``, else the ones shipped in the package (``bench/datasets/cards``)."""
+    return Path(os.environ.get("BENCH_CARDS") or PACKAGE_DIR / "datasets" / "cards")
 
 
 @dataclass(frozen=True)
