@@ -11,11 +11,8 @@ from dataclasses import fields
 from typing import Any, Mapping
 
 from bench.config import (
-
-    RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, TrainConfig, build_dataclass, coerce, load_training, read_yaml,
-
-    recipes_dir,
-
+    DEFAULT_PREDICT, RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, PredictConfig, TrainConfig, build_dataclass, coerce,
+    load_training, read_yaml, recipes_dir,
 )
 from bench.methods import METHODS, Method
 from bench.registry import UnknownName
@@ -55,14 +52,24 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         raise ConfigError(f"{where}: sizes must be a mapping with keys among {', '.join(SIZES)}")
     train_data.update(sizes.get(size) or {})
     params_data = dict(data.get("params") or {})
+    predict = data.get("predict") or {}
+    if not isinstance(predict, dict) or set(predict) - set(SIZES):
+        raise ConfigError(f"{where}: predict must be a mapping with keys among {', '.join(SIZES)}, e.g. predict: {{cpu: {{tile: crop}}}}")
+    # Methods without training predict whole: with nothing learned from crops there is no context to match.
+    predict_data = {**(DEFAULT_PREDICT[size] if training else {}), **(predict.get(size) or {})}
 
     for key, value in (overrides or {}).items():
         section, _, leaf = key.rpartition(".")
-        if section not in ("", "train", "params"):
-            raise ConfigError(f"--set {key}: the key must be train.<field> or params.<field>")
+        if section not in ("", "train", "params", "predict"):
+            raise ConfigError(f"--set {key}: the key must be train.<field>, params.<field> or predict.<field>")
         train_fields = {f.name for f in fields(TrainConfig)}
         param_fields = {f.name for f in fields(adapter.Params)}
-        if section == "train" or (section == "" and leaf in train_fields):
+        if section == "predict":
+            predict_fields = {f.name for f in fields(PredictConfig)}
+            if leaf not in predict_fields:
+                raise ConfigError(f"--set {key}: predict has no field {leaf!r}; fields: {', '.join(sorted(predict_fields))}")
+            predict_data[leaf] = coerce(value, typing.get_type_hints(PredictConfig)[leaf], f"--set {key}")
+        elif section == "train" or (section == "" and leaf in train_fields):
             if leaf not in train_fields:
                 raise ConfigError(f"--set {key}: TrainConfig has no field {leaf!r}; fields: {', '.join(sorted(train_fields))}")
             train_data[leaf] = coerce(value, typing.get_type_hints(TrainConfig)[leaf], f"--set {key}")
@@ -75,6 +82,11 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
             )
     train = build_dataclass(TrainConfig, train_data, f"{where}: sizes.{size}")
     params = build_dataclass(adapter.Params, params_data, f"{where}: params")
+    predict_cfg = build_dataclass(PredictConfig, predict_data, f"{where}: predict.{size}")
+    try:
+        predict_cfg.resolve(train.image_size)  # an overlap too large for the tile fails here, before any work
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: predict.{size}: {exc}") from None
     return MethodRecipe(
         name=str(data.get("name", name)),
         adapter=adapter_name,
@@ -84,6 +96,7 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         params=params,
         train=train,
         source=where,
+        predict=predict_cfg,
     )
 
 

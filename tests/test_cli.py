@@ -6,6 +6,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from bench.cli import main
+from conftest import result_file
 
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
         "--set", "train.prepare_images=4", "--no-progress"]
@@ -68,14 +69,15 @@ def test_run_writes_results_and_table(folder_dataset, results, tmp_path, monkeyp
     assert r.exit_code == 0, r.output
     assert "gray" in r.output and "kmeans32" in r.output and "psnr" in r.output and "unavailable" in r.output
     assert "weights-inception-2015-12-05-6726825d.pth" in r.output
-    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
-    assert res["schema_version"] == 1 and res["status"] == "ok"
+    res_path = result_file(results / "eval/folder/test", "kmeans32")
+    res = json.loads(res_path.read_text())
+    assert res["schema_version"] == 2 and res["status"] == "ok" and res_path.name == f"kmeans32-s0-{res['result_id']}.json"
     assert res["dataset"]["split"] == "test" and len(res["dataset"]["content_hash"]) == 64
     assert res["train"]["steps"] == 3 and res["environment"]["torch"]
     assert list(res["metrics"]) == ["psnr", "ssim", "is"]
     is_ = res["metrics"]["is"]
     assert is_["available"] is False and is_["mean"] is None and "weights-inception" in is_["reason"]
-    rows = pd.read_csv(results / "eval/folder/test/kmeans32-s0.csv")
+    rows = pd.read_csv(res_path.with_suffix(".csv"))
     assert len(rows) == res["n_images"] and set(rows.columns) == {"id", "psnr", "ssim"}
     assert abs(rows["psnr"].mean() - res["metrics"]["psnr"]["mean"]) < 1e-5
     lo, hi = res["metrics"]["psnr"]["ci95"]
@@ -90,5 +92,5 @@ def test_failed_training_is_recorded(folder_dataset, results):
     r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
                "--set", "params.n_colors=100000")
     assert r.exit_code == 1 and "FAILED" in r.output
-    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
+    res = json.loads(result_file(results / "eval/folder/test", "kmeans32", failed=True).read_text())
     assert res["status"] == "failed" and res["stage"] == "train" and "kmeans" in res["error"]

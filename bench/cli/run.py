@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bench.cli.options import SPLIT_CHOICES, common_run_options, make_spec, split_names, user_errors
+from bench.cli.options import SPLIT_CHOICES, common_run_options, make_spec, prediction_options, split_names, tag_option, user_errors
 
 
 @click.command()
@@ -74,6 +74,8 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
               help="Bootstrap resamples of every 95% confidence interval (0: none).")
 @click.option("--eval-chunk", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images per evaluation chunk: what an interrupted evaluation loses at most, and the share one process scores under torchrun.")
+@prediction_options
+@tag_option
 @click.pass_context
 @user_errors
 def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names,
@@ -112,7 +114,7 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
             failed.append(name)
             click.echo(f"{name}: training FAILED: {type(exc).__name__}: {exc}", err=True)
             for s in splits:
-                record_failure(spec, name, s, exc)
+                record_failure(spec, name, s, exc, metrics)
             continue
         for s in splits:
             try:
