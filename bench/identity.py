@@ -196,7 +196,7 @@ def _part(key: str, value: Any) -> str:
     if key in ("training", "code"):
         return f"{key} {str(value)[:8]}"
     if key == "metrics":
-        return f"{len(value)} metrics"
+        return f"{len(value)} metric{'' if len(value) == 1 else 's'}"
     return f"{key.split('.', 1)[1]}={_value(value)}"
 
 

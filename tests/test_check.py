@@ -191,3 +191,18 @@ def test_a_baseline_from_another_cpu_model_is_named_in_a_note(store):
     for path in paths.values():
         edit(path, lambda d: d["environment"].update(cpu="Intel(R) Xeon(R) Processor"))
     assert "another CPU model" not in bench("check", "--results", str(root), "--baseline", str(baseline)).output
+
+
+def test_a_baseline_entry_picks_its_result_by_id_or_fails_listing_the_candidates():
+    entry = {"method": "unet", "dataset": "d", "split": "test", "seed": 0, "tag": None, "result_id": "aaaaaaaaaa",
+             "metrics": {"psnr": {"mean": 20.0, "higher_is_better": True}}}
+    def cur(rid: str, psnr: float) -> dict:
+        return {**entry, "result_id": rid, "metrics": {"psnr": {"mean": psnr, "higher_is_better": True}}}
+    key = ("unet", "d", "test", 0, "")
+    picked = compare({"results": [entry]}, {key: [cur("bbbbbbbbbb", 10.0), cur("aaaaaaaaaa", 20.0)]}, {}, {})
+    assert [ln.status for ln in picked.lines] == ["ok"]  # the one with the baseline's id, not the other setting
+    lost = compare({"results": [entry]}, {key: [cur("bbbbbbbbbb", 10.0), cur("cccccccccc", 20.0)]}, {}, {})
+    [line] = lost.lines
+    assert line.status == "AMBIGUOUS" and line.failed and "unet@bbbbbbbbbb" in line.detail and "unet@cccccccccc" in line.detail
+    moved = compare({"results": [entry]}, {key: [cur("cccccccccc", 20.0)]}, {}, {})
+    assert not moved.failed and any("identity changed since the baseline (aaaaaaaaaa -> cccccccccc" in n for n in moved.notes)
