@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.config import (
-    RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, TrainConfig, build_dataclass, coerce, load_training, range_problem,
-    read_yaml, recipes_dir,
+    DEFAULT_PREDICT, RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, PredictConfig, TrainConfig, build_dataclass, coerce,
+    load_training, range_problem, read_yaml, recipes_dir,
 )
 from bench.registry import UnknownName, has_plugins
 
@@ -91,11 +91,11 @@ def split_key(key: str) -> tuple[str, str]:
     """``train.lr`` -> (``train``, ``lr``); a key without its section is refused (``params.width`` and a
     training field may share a name, and the prefix says which is meant)."""
     section, _, leaf = key.rpartition(".")
-    if section not in ("train", "params") or not leaf:
+    if section not in ("train", "params", "predict") or not leaf:
         hint = ""
         if not section and leaf in {f.name for f in fields(TrainConfig)}:
             hint = f" (did you mean train.{leaf}?)"
-        raise ConfigError(f"--set {key}: the key must be train.<field> or params.<field>{hint}")
+        raise ConfigError(f"--set {key}: the key must be train.<field>, params.<field> or predict.<field>{hint}")
     return section, leaf
 
 
@@ -126,12 +126,22 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         raise ConfigError(f"{where}: sizes must be a mapping with keys among {', '.join(SIZES)}")
     train_data.update(sizes.get(size) or {})
     params_data = dict(data.get("params") or {})
+    predict = data.get("predict") or {}
+    if not isinstance(predict, dict) or set(predict) - set(SIZES):
+        raise ConfigError(f"{where}: predict must be a mapping with keys among {', '.join(SIZES)}, e.g. predict: {{cpu: {{tile: crop}}}}")
+    # Methods without training predict whole: with nothing learned from crops there is no context to match.
+    predict_data = {**(DEFAULT_PREDICT[size] if training else {}), **(predict.get(size) or {})}
 
     train_fields = {f.name for f in fields(TrainConfig)}
     param_fields = {f.name for f in fields(adapter.Params)}
     for key, value in (overrides or {}).items():
         section, leaf = split_key(key)
-        if section == "train":
+        if section == "predict":
+            predict_fields = {f.name for f in fields(PredictConfig)}
+            if leaf not in predict_fields:
+                raise ConfigError(f"--set {key}: predict has no field {leaf!r}; fields: {', '.join(sorted(predict_fields))}")
+            predict_data[leaf] = coerce(value, typing.get_type_hints(PredictConfig)[leaf], f"--set {key}")
+        elif section == "train":
             if leaf not in train_fields:
                 raise ConfigError(f"--set {key}: TrainConfig has no field {leaf!r}; fields: {', '.join(sorted(train_fields))}")
             train_data[leaf] = coerce(value, typing.get_type_hints(TrainConfig)[leaf], f"--set {key}")
@@ -150,6 +160,11 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
             )
     train = build_dataclass(TrainConfig, train_data, f"{where}: sizes.{size}")
     params = build_dataclass(adapter.Params, params_data, f"{where}: params")
+    predict_cfg = build_dataclass(PredictConfig, predict_data, f"{where}: predict.{size}")
+    try:
+        predict_cfg.resolve(train.image_size)  # an overlap too large for the tile fails here, before any work
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: predict.{size}: {exc}") from None
     return MethodRecipe(
         name=str(data.get("name", name)),
         adapter=adapter_name,
@@ -159,6 +174,7 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         params=params,
         train=train,
         source=where,
+        predict=predict_cfg,
     )
 
 

@@ -25,13 +25,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench import distributed
 from bench.checkpoint import (
-    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, is_trained, load_checkpoint, rng_state, run_identity,
-    save_checkpoint, set_rng_state,
+    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, checkpoint_sha256, is_trained, load_checkpoint, rng_state,
+    run_identity, save_checkpoint, set_rng_state,
 )
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
-from bench.datasets.views import TrainCrops
+from bench.datasets.views import train_crops
 from bench.device import pick_device
 from bench.methods import METHODS, Method
 from bench.progress import Progress, progress_mode
@@ -198,7 +198,7 @@ def train(
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
-    crops = TrainCrops(data, cfg.image_size, seed, resize_to=data.card.extra.get("train_resize_short"))
+    crops = train_crops(data, cfg.image_size, seed)  # at the card's one scale, as evaluation predicts
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -347,6 +347,8 @@ def train(
     meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now(),
                 throughput=_throughput(ips, flops, device, cfg.amp, d.world))
     if d.is_main:
+        # The checkpoint this run finished with: is_trained() refuses one that differs (e.g. truncated).
+        meta["checkpoint_sha256"] = checkpoint_sha256(ckpt_path)
         write_json_atomic(run_dir / TRAIN_JSON, meta)
     distributed.barrier(d)  # nobody evaluates before the main process has written the checkpoint
     return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips, resumed_from=start)

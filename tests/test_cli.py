@@ -6,6 +6,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from bench.cli import main
+from conftest import result_file
 
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
         "--set", "train.prepare_images=4", "--no-progress"]
@@ -73,14 +74,15 @@ def test_run_writes_results_and_table(folder_dataset, results, tmp_path, monkeyp
     assert [ln for ln in r.output.splitlines() if "weights-inception-2015-12-05-6726825d.pth" in ln] == [
         "note: is unavailable here (missing weights-inception-2015-12-05-6726825d.pth; 'bench list metrics' says where "
         "files go): recorded as unavailable in the results"]
-    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
-    assert res["schema_version"] == 1 and res["status"] == "ok"
+    res_path = result_file(results / "eval/folder/test", "kmeans32")
+    res = json.loads(res_path.read_text())
+    assert res["schema_version"] == 2 and res["status"] == "ok" and res_path.name == f"kmeans32-s0-{res['result_id']}.json"
     assert res["dataset"]["split"] == "test" and len(res["dataset"]["content_hash"]) == 64
     assert res["train"]["steps"] == 3 and res["environment"]["torch"] and res["recipe"]["params"]["width"] == 8
     assert list(res["metrics"]) == ["psnr", "ssim", "is"]
     is_ = res["metrics"]["is"]
     assert is_["available"] is False and is_["mean"] is None and "weights-inception" in is_["reason"]
-    rows = pd.read_csv(results / "eval/folder/test/kmeans32-s0.csv")
+    rows = pd.read_csv(res_path.with_suffix(".csv"))
     assert len(rows) == res["n_images"] and set(rows.columns) == {"id", "psnr", "ssim"}
     assert abs(rows["psnr"].mean() - res["metrics"]["psnr"]["mean"]) < 1e-5
     lo, hi = res["metrics"]["psnr"]["ci95"]
@@ -97,7 +99,7 @@ def test_failed_training_is_recorded(folder_dataset, results):
     # valid settings (n_colors >= 2) that fail only when training meets the data: exit 1, not a usage error
     r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
                "--set", "params.n_colors=100000")
-    path = results / "eval/folder/test/kmeans32-s0.json"
+    path = result_file(results / "eval/folder/test", "kmeans32", failed=True)
     assert r.exit_code == 1 and "kmeans32: training FAILED" in r.output
     assert f"1 of 1 method(s) failed:\n  kmeans32: training failed (recorded in {path})" in r.output
     res = json.loads(path.read_text())

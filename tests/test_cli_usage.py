@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from bench.cli import main
 from bench.datasets.base import DatasetNotFound
-from conftest import write_folder_dataset
+from conftest import result_file, write_folder_dataset
 
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
         "--set", "train.prepare_images=4", "--set", "params.width=8", "--no-progress"]
@@ -51,7 +51,7 @@ def usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["train", "--method", "unet", "--set", "train.steps=0"], "train.steps must be an integer >= 1"),
         (["train", "--method", "unet", "--set", "train.betas=[0.9,1.5]"], "train.betas must hold numbers in [0, 1)"),
         (["train", "--method", "unet", "--set", "train.lr=fast"], "--set train.lr: expected float"),
-        (["train", "--method", "unet", "--set", "steps=5"], "the key must be train.<field> or params.<field> (did you mean train.steps?)"),
+        (["train", "--method", "unet", "--set", "steps=5"], "the key must be train.<field>, params.<field> or predict.<field> (did you mean train.steps?)"),
         (["train", "--method", "unet", "--set", "params.width=0"], "params.width must be an integer >= 1"),
         (["train", "--method", "gray", "--set", "params.width=16"], "gray has no parameter 'width'"),
         (["train-all", "--set", "params.widht=16"], "did you mean params.width?"),
@@ -99,7 +99,7 @@ def test_data_failure_names_the_stage_and_what_was_written(results, monkeypatch)
 
     monkeypatch.setattr(RunSpec, "images", vanished)
     r = invoke("run", "--methods", "gray", "--metrics", "psnr", "--no-progress")
-    record = results / "eval/samples/test/gray-s0.json"
+    record = result_file(results / "eval/samples/test", "gray", failed=True)
     assert r.exit_code == 1
     assert "gray: reading samples/train FAILED: DatasetNotFound: samples/train: gone" in r.output
     assert "training" not in r.output
@@ -146,7 +146,7 @@ def test_interrupted_evaluation_exits_130_and_resumes(results, monkeypatch):
     assert "run the same command again to resume from image 16" in r.output and "interrupted (Ctrl-C): exit status 130" in r.output
     r = invoke(*args)
     assert r.exit_code == 0, r.output
-    assert json.loads((results / "eval/samples/test/gray-s0.json").read_text())["timings"]["resumed_from"] == 16
+    assert json.loads(result_file(results / "eval/samples/test", "gray").read_text())["timings"]["resumed_from"] == 16
 
 
 def test_compare_defaults_to_samples_like_run(results):

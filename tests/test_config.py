@@ -37,7 +37,7 @@ def test_overrides_are_typed():
     ("train.steps=1.5", "expected int"),
     ("train.nope=1", "no field 'nope'"),
     ("params.nope=1", "'nope'"),
-    ("other.lr=1", "train.<field> or params.<field>"),
+    ("other.lr=1", "train.<field>, params.<field> or predict.<field>"),
     ("novalue", "expected key=value"),
 ])
 def test_bad_overrides(item, message):
@@ -113,7 +113,7 @@ def test_every_numeric_train_field_declares_a_range():
     ("train.image_size=16", "train.image_size must be an integer >= 32"),
     ("train.num_workers=-1", "train.num_workers must be an integer >= 0"),
     ("params.n_colors=1", "params.n_colors must be an integer >= 2"),
-    ("steps=5", "the key must be train.<field> or params.<field> (did you mean train.steps?)"),
+    ("steps=5", "the key must be train.<field>, params.<field> or predict.<field> (did you mean train.steps?)"),
 ])
 def test_out_of_range_values_name_field_and_range(item, message):
     with pytest.raises(ConfigError) as exc:
@@ -127,3 +127,23 @@ def test_out_of_range_yaml_value_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RECIPES", str(d))
     with pytest.raises(ConfigError, match=r"bad\.yaml: sizes\.cpu: train\.steps = 0 is out of range: must be an integer >= 1"):
         load_recipe("bad")
+
+
+DECODINGS = {"annealed": "annealed", "argmax": "arg-max", "topk": "top-k"}
+
+
+def test_recipe_descriptions_name_the_decoding_their_params_use():
+    """`bench list methods` prints each recipe's description: one that names a decoding must name the one its
+    params select (kmeans32's said arg-max while it decodes with the annealed mean)."""
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    listed = {ln.split()[0]: ln for ln in CliRunner().invoke(main, ["list", "methods"]).output.splitlines() if ln.strip()}
+    for name in method_names():
+        decode = getattr(load_recipe(name).params, "decode", None)
+        if decode is None:
+            continue
+        named = {d for d, word in DECODINGS.items() if word in listed[name].lower()}
+        assert named <= {decode}, f"{name}: its description names {named} decoding, its params decode with {decode!r}"
+    assert "annealed" in listed["kmeans32"]

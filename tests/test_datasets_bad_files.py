@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench.datasets import DATASETS, BadImage
 from bench.datasets.io import decode_image
-from conftest import smooth_image
+from conftest import result_file, smooth_image
 
 
 def png16(arr: np.ndarray) -> bytes:
@@ -222,7 +222,7 @@ def test_cli_names_skipped_files_in_output_and_result(tmp_path, colour, results)
     assert "truly grayscale" in r.output and "gray.png" in r.output and "notes.txt" in r.output
     skipped = {}
     for split in ("train", "test"):
-        res = json.loads((results / "eval" / "folder" / split / "gray-s0.json").read_text())
+        res = json.loads(result_file(results / "eval" / "folder" / split, "gray").read_text())
         assert res["dataset"]["official"] is None and res["dataset"]["n_images"] == res["n_images"]
         skipped.update({s["id"]: s["reason"] for s in res["dataset"]["skipped"]})
     assert set(skipped) == set(BAD)

@@ -43,6 +43,7 @@ class TinySet(ImageSet):
 
     name = "tiny4"
     needs_root = False
+    card_data = {"short_side": None, "eval": {"mode": "full"}}  # crops of the images as they are
 
     def __init__(self, images: list[torch.Tensor]):
         super().__init__("train")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.options import common_run_options, make_spec, user_errors
+from bench.cli.options import common_run_options, make_spec, prediction_options, user_errors
 
 
 def train_command(spec, method: str) -> str:
@@ -116,7 +116,8 @@ def collect_inputs(images: tuple[str, ...], out_dir: Path) -> dict[Path, Path]:
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs (<input name>.png).")
 @click.option("--work-size", type=click.IntRange(min=0), default=None,
               help="Shorter side at which ab is predicted, 0 = full resolution "
-                   "[default: the dataset card's train_resize_short, else the recipe's image_size].")
+                   "[default: the dataset card's short_side, the scale the method was trained at].")
+@prediction_options
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
 @click.pass_context
 @user_errors
@@ -128,7 +129,8 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
     --set values; when there is none, the runs that exist for the method and dataset are listed with
     their settings. ab is predicted on L resized to the model's working scale, upsampled bilinearly and
     joined to the photo's own full-resolution L (as Zhang et al.'s demo does), so the output keeps every
-    detail of the input's lightness.
+    detail of the input's lightness. With --tile (the cpu recipes' default) the network runs in
+    overlapping tiles.
     """
     from bench.cli.validate import validate_run
 
@@ -140,7 +142,7 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
     from bench.datasets.base import DatasetError
     from bench.datasets.io import read_image, write_png
     from bench.device import pick_device
-    from bench.evaluate import colorize_full, work_size_for
+    from bench.evaluate import colorize_full
     from bench.methods import METHODS
 
     data = spec.images("train")
@@ -157,7 +159,9 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
         )
     dev = pick_device(spec.device)
     model = load_trained(recipe, run_dir, dev)
-    size_used = work_size_for(recipe.train.image_size, data.card.extra) if work_size is None else (work_size or None)
+    size_used = data.card.short_side if work_size is None else (work_size or None)
+    tiling = recipe.prediction()
+    how = f"ab at shorter side {size_used or 'full'}" + (f", in {tiling['tile']}-px tiles" if tiling["tile"] else "")
     failed = []
     for src, dst in targets.items():
         try:
@@ -166,8 +170,29 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
             failed.append(src)
             click.echo(f"skipped: {exc}", err=True)
             continue
-        pred = colorize_full(model, rgb.unsqueeze(0).to(dev), size_used)[0]
+        try:
+            pred = colorize_full(model, rgb.unsqueeze(0).to(dev), size_used, tiling["tile"], tiling["tile_overlap"])[0]
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            scale = "full resolution" if size_used is None else f"shorter side {size_used}"
+            raise click.ClickException(
+                f"{src}: a {rgb.shape[2]}x{rgb.shape[1]} photo does not fit in {dev} memory with ab predicted at {scale}"
+                + (f" in {tiling['tile']}-px tiles" if tiling["tile"] else "") + f" ({type(exc).__name__}). "
+                "Predict at a smaller scale with --work-size (e.g. --work-size 512; the output keeps the photo's "
+                "full resolution) or in tiles with --tile (e.g. --tile 256)"
+            ) from None
         write_png(dst, pred.cpu())
-        click.echo(f"{src} -> {dst} ({rgb.shape[2]}x{rgb.shape[1]}, ab at shorter side {size_used or 'full'})")
+        click.echo(f"{src} -> {dst} ({rgb.shape[2]}x{rgb.shape[1]}, {how})")
     if failed:
         raise click.ClickException(f"{len(failed)} of {len(targets)} images could not be read: {', '.join(map(str, failed))}")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure (CPU, CUDA or MPS), as opposed to another runtime error."""
+    import torch
+
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError))):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text

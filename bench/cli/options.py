@@ -63,6 +63,40 @@ def _remember_pretrained(ctx: click.Context, param, value: bool) -> None:
     ctx.meta["bench.pretrained"] = value  # read by make_spec; kept out of every command's signature
 
 
+def _remember(key: str):
+    def callback(ctx: click.Context, param, value):
+        ctx.meta[key] = value  # read by make_spec; kept out of every command's signature
+    return callback
+
+
+def _check_tag(ctx: click.Context, param, value: str | None) -> str | None:
+    if value is not None:
+        from bench.identity import TAG_PATTERN
+
+        if not TAG_PATTERN.fullmatch(value):
+            raise click.BadParameter("use 1-40 letters, digits, '-' or '_': the tag becomes part of the result file name")
+    ctx.meta["bench.tag"] = value
+    return value
+
+
+def tag_option(fn):
+    """``--tag NAME``: results are named by it instead of the hash of their settings."""
+    return click.option("--tag", default=None, expose_value=False, callback=_check_tag, metavar="NAME",
+                        help="Name the results NAME (file <method>-s<seed>-NAME.json) instead of the hash of their settings; "
+                             "bench compare/check address them as METHOD@NAME.")(fn)
+
+
+def prediction_options(fn):
+    """``--tile N --tile-overlap M``: how the network runs over an image (recorded in every result)."""
+    fn = click.option("--tile-overlap", type=click.IntRange(min=0), default=None, expose_value=False,
+                      callback=_remember("bench.tile_overlap"), metavar="M",
+                      help="Pixels neighbouring tiles share, blended with feathered weights [default: a quarter of the tile].")(fn)
+    return click.option("--tile", type=click.IntRange(min=0), default=None, expose_value=False,
+                        callback=_remember("bench.tile"), metavar="N",
+                        help="Predict in overlapping N x N tiles (0: the whole image at once) "
+                             "[default: the recipe's: cpu recipes tile at their training crop size, gpu recipes predict whole].")(fn)
+
+
 def common_run_options(fn):
     opts = [
         click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
@@ -104,7 +138,8 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parsed.items()),
         device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
-        pretrained=ctx.meta.get("bench.pretrained", False),
+        pretrained=ctx.meta.get("bench.pretrained", False), tag=ctx.meta.get("bench.tag"),
+        tile=ctx.meta.get("bench.tile"), tile_overlap=ctx.meta.get("bench.tile_overlap"),
     )
 
 

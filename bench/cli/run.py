@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli.options import SPLIT_CHOICES, common_run_options, make_spec, split_names, user_errors
+from bench.cli.options import SPLIT_CHOICES, common_run_options, make_spec, prediction_options, split_names, tag_option, user_errors
 
 
 @click.command()
@@ -119,6 +119,8 @@ def train_all(ctx, methods, dataset, root, size, overrides, seed, device, progre
               help="Bootstrap resamples of every 95% confidence interval (0: none).")
 @click.option("--eval-chunk", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images per evaluation chunk: what an interrupted evaluation loses at most, and the share one process scores under torchrun.")
+@prediction_options
+@tag_option
 @click.pass_context
 @user_errors
 def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on_bad_image, split, metric_names,
@@ -151,7 +153,7 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
             if launched_by_torchrun():  # the other processes cannot go on without this one: torchrun stops them
                 raise
             failure, stage, cause = _failure(name, exc)
-            failure.records = [record_failure(spec, name, s, cause, stage) for s in splits]
+            failure.records = [record_failure(spec, name, s, cause, metrics, stage) for s in splits]
             failed.append(failure)
             click.echo(f"{name}: {failure.what} FAILED: {failure.error}", err=True)
             continue
