@@ -60,6 +60,7 @@ class Numbered(DATASETS.base):
 
     name = "numbered"
     needs_root = False
+    card_data = {"short_side": None, "eval": {"mode": "full"}}
 
     def __len__(self) -> int:
         return 2 if self.split == "train" else 1
