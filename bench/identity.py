@@ -109,14 +109,18 @@ def method_code(adapter: type) -> dict[str, Any]:
 # Result identity
 
 
-def result_identity(*, method: str, recipe: Mapping[str, Any], seed: int, training: str | None,
+def result_identity(*, method: str, recipe: Mapping[str, Any] | None, seed: int, training: str | None,
                     data: Mapping[str, Any], prediction: Mapping[str, Any], conventions: Mapping[str, str],
-                    code: Mapping[str, Any]) -> dict[str, Any]:
+                    code: Mapping[str, Any], source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything that produced a result. Left out on purpose: the device, thread count, bootstrap resamples
-    and chunking (they do not change what is measured; the result file records them)."""
-    return {
+    and chunking (they do not change what is measured; the result file records them).
+
+    ``source``: what made the outputs when it is not a method trained here (a checkpoint file or published
+    weights by SHA-256, a folder of outputs by content hash); None for methods trained or run here, whose
+    identities stay as they were before sources existed."""
+    identity = {
         "method": method,
-        "recipe": dict(recipe),
+        "recipe": dict(recipe) if recipe is not None else None,
         "seed": seed,
         "training": training,  # the training identity hash; None for methods that need no training
         "data": {k: data.get(k) for k in ("name", "split", "content_hash", "eval_protocol")},
@@ -124,6 +128,9 @@ def result_identity(*, method: str, recipe: Mapping[str, Any], seed: int, traini
         "metrics": dict(conventions),
         "code": dict(code),
     }
+    if source is not None:
+        identity["source"] = dict(source)
+    return identity
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:
