@@ -117,7 +117,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def code_version() -> str:
     """The package version: bumping it is how a change that invalidates trained artefacts says so."""
-    from bench import __version__
+    from bench._version import __version__
 
     return __version__
 
@@ -155,7 +155,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
     import numpy
     import torch
 
-    from bench import __version__
+    from bench._version import __version__
 
     env = {
         "colorbench": __version__,
