@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import shutil
 
+import pandas as pd
 from click.testing import CliRunner
 from conftest import result_file, write_folder_dataset
 from PIL import Image
 from test_split_all import small_folder
 
+import bench as bench_pkg
 from bench.cli import main
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
+from bench.report import build_report
+from bench.report.markdown import render_markdown
 from bench.store import file_sha256
 
 QUICK = ["--metrics", "psnr,ssim", "--bootstrap", "0", "--no-progress"]
@@ -88,6 +92,32 @@ def test_train_on_one_dataset_score_on_others_and_score_its_checkpoint_alone(tmp
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "out" / "photo.png").size == (40, 30)
 
+    # the rows these commands wrote, as a notebook and the leaderboard read them
+    frame = bench_pkg.load_results(results)
+    rows = frame.sort_values(["dataset", "method", "trained_on", "source"])
+    assert list(zip(rows.dataset, rows.method, rows.trained_on.fillna("-"), rows.source, rows.weights.fillna("-"))) == [
+        ("folder", "gray", "-", "untrained", "-"), ("folder", "kmeans32", "folder", "trained", "-"),
+        ("folder", "kmeans32", "samples", "trained", "-"), ("samples", "gray", "-", "untrained", "-"),
+        ("samples", "kmeans32", "folder", "checkpoint", "trained"), ("samples", "kmeans32", "folder", "trained", "-"),
+        ("samples", "kmeans32", "samples", "trained", "-")]
+    assert rows[rows.source == "checkpoint"].psnr.item() == scored["metrics"]["psnr"]["mean"]
+    md = render_markdown(build_report(results, tmp_path / "report", pictures=False))
+    assert md.count("> **Warning:** The rows of this table were trained on different data (folder's train split; "
+                    "samples's train split)") == 2
+    table = md[md.index("## samples · test"):].splitlines()
+    ckpt_row = next(ln for ln in table if ln.startswith("| kmeans32 · checkpoint · trained on folder | 0 |"))
+    run_row = next(ln for ln in table if ln.startswith("| kmeans32 · trained here · trained on folder | 0 |"))
+    assert "| folder | checkpoint | 48 |" in ckpt_row and ckpt_row.split("|")[3:5] == run_row.split("|")[3:5]  # psnr, ssim
+    r = bench("--results", results, "report", "--format", "csv", "--out", tmp_path / "report")
+    assert r.exit_code == 0, r.output
+    sheet = pd.read_csv(tmp_path / "report" / "leaderboard.csv")
+    assert sorted(zip(sheet.dataset, sheet.label, sheet.trained_on.fillna("-"), sheet.source)) == [
+        ("folder", "gray", "-", "no training"), ("folder", "kmeans32 · trained on folder", "folder", "trained here"),
+        ("folder", "kmeans32 · trained on samples", "samples", "trained here"), ("samples", "gray", "-", "no training"),
+        ("samples", "kmeans32 · checkpoint · trained on folder", "folder", "checkpoint"),
+        ("samples", "kmeans32 · trained here · trained on folder", "folder", "trained here"),
+        ("samples", "kmeans32 · trained here · trained on samples", "samples", "trained here")]
+
     # usage errors, before any work
     r = bench("run", "--checkpoint", tmp_path / "missing.pt", *QUICK)
     assert r.exit_code == 2 and "missing.pt: no checkpoint" in r.output
@@ -134,6 +164,11 @@ def test_the_published_zhang_weights_are_scored_as_published_or_unverified(tmp_p
     assert res["trained_on"] is None and res["adapter"] == "zhang" and res["prediction"]["tile"] is None
     assert res["n_images"] == 48 and 0 < res["metrics"]["psnr"]["mean"] < 100
     assert "published" in r.output  # the table's "trained on" column says where the weights come from
+    [row] = bench_pkg.load_results(results).to_dict("records")
+    assert (row["method"], row["source"], row["weights"], row["trained_on"], row["label"]) == \
+        ("zhang-eccv16", "published", "unverified", None, "zhang-eccv16")
+    md = render_markdown(build_report(results, tmp_path / "report", pictures=False))
+    assert "| zhang-eccv16 | 0 |" in md and "| authors' data | published weights (unverified) [1] | 48 |" in md
 
 
 def test_colorize_needs_a_method_or_a_checkpoint(tmp_path, results):

@@ -5,6 +5,7 @@ a Python callable (issue 16)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -16,9 +17,12 @@ from conftest import result_file
 from dataset_fixtures import write_div2k
 from PIL import Image
 
+import bench as bench_pkg
 from bench.cli import main
 from bench.datasets.io import read_image, write_png
 from bench.datasets.samples import TEST, photo_paths
+from bench.report import build_report
+from bench.report.markdown import render_markdown
 
 METRICS = "psnr,ssim,ciede2000,auc,colorfulness,colorfulness_gt"
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "train.image_size=32", "--set", "train.prepare_images=4"]
@@ -114,14 +118,25 @@ def test_score_names_bad_outputs_and_leaves_them_out_on_request(photos_as_output
     rows = pd.read_csv(result_file(results / "eval/samples/all", "broken").with_suffix(".csv"))
     assert (rows.loc[rows["id"].str.startswith("coffee#"), "lightness_psnr"] < 30).all()
     assert (rows.loc[~rows["id"].str.startswith("coffee#"), "lightness_psnr"] == 100).all()
+    assert re.search(r"^broken +samples +all +96 \(6 of 9 images\) +external ", r.output, re.M)  # n counts tiles
+
+    # on the leaderboard and in a notebook: marked external, with its provenance and n of N
+    frame = bench_pkg.load_results(results)
+    assert list(zip(frame.method, frame.source, frame.trained_on.isna(), frame.n_images)) == [
+        ("broken", "external", True, 96), ("ground-truth", "external", True, 144)]
+    md = render_markdown(build_report(results, tmp_path / "report", pictures=False))
+    broken = next(ln for ln in md.splitlines() if ln.startswith("| broken | 0 |"))
+    assert "| unknown | external [2] | 96 (6 of 9 images) |" in broken, broken
+    lowest = res["lightness"]["min_db"]
+    note = next(ln for ln in md.splitlines() if ln.startswith("[2] broken: external: outputs made elsewhere, scored here from "))
+    assert note.rstrip().endswith(f"theirs; about: a test folder; 16 output(s) change the input's lightness (PSNR of L below "
+                                  f"30 dB, lowest {lowest:.1f} dB); 6 of 9 images scored (3 skipped)"), note
 
     r = bench(*base, "--name", "gray")
     assert r.exit_code == 2 and "is a colorbench method" in r.output
 
 
 def test_score_a_python_callable(tmp_path, results):
-    import bench as bench_pkg
-
     r = bench("run", "--methods", "gray", "--metrics", "psnr,ssim", "--bootstrap", "0", "--no-progress")
     assert r.exit_code == 0, r.output
     gray = json.loads(result_file(results / "eval/samples/test", "gray").read_text())

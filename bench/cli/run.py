@@ -284,8 +284,11 @@ def _trained_on_text(r: dict) -> str:
 def _n_text(r: dict) -> str:
     source = r.get("source") or {}
     n = str(r.get("n_images", ""))
-    expected = source.get("n_expected")
-    return f"{n} of {expected}" if expected is not None and source.get("n_scored") != expected else n
+    scored, expected = source.get("n_scored"), source.get("n_expected")
+    if expected is None or scored == expected:
+        return n
+    # n counts what was scored (tiles, for a tiled protocol); n_scored and n_expected count images
+    return f"{scored} of {expected}" if str(scored) == n else f"{n} ({scored} of {expected} images)"
 
 
 def format_table(results: list[dict], metrics: list[str]) -> str:

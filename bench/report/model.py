@@ -459,6 +459,10 @@ def external_provenance(d: dict[str, Any], counts: bool = True) -> str:
     about = str(src.get("about") or "").strip()
     text = (f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
             + (f"; about: {about}" if about else "; no --about text given"))
+    light = d.get("lightness") or {}
+    if light.get("n_flagged"):  # bench score's lightness check: a colouriser must keep the L it is given
+        text += (f"; {light['n_flagged']} output(s) change the input's lightness (PSNR of L below "
+                 f"{light.get('threshold_db', 30):g} dB, lowest {light.get('min_db', float('nan')):.1f} dB)")
     skipped = skipped_images(d)
     return text + (f"; {skipped}" if skipped and counts else "")
 
@@ -476,7 +480,9 @@ def _images_cell(d: dict[str, Any]) -> Cell:
     src = source_of(d)
     scored, expected = src.get("n_scored"), src.get("n_expected")
     if src.get("kind") == "external" and isinstance(scored, int) and isinstance(expected, int) and scored < expected:
-        return Cell(f"{scored} of {expected}", scored, title=f"{expected - scored} of the split's {expected} images skipped")
+        n = d.get("n_images")  # what was scored (tiles, for a tiled protocol); n_scored and n_expected count images
+        text = f"{scored} of {expected}" if n == scored else f"{n} ({scored} of {expected} images)"
+        return Cell(text, n, title=f"{expected - scored} of the split's {expected} images skipped")
     return Cell(str(d.get("n_images", "—")), d.get("n_images"))
 
 
