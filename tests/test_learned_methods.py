@@ -228,7 +228,7 @@ def test_colorize_command_full_resolution(tmp_path):
     assert f"Runs of unet on folder under {results / 'train' / 'unet'}:" in r.output
     assert (f"  {run}: seed 0, cpu recipe, --set train.steps=2 --set train.batch_size=2 --set train.image_size=32 "
             "--set params.width=8 --set params.decoder_width=8; 2 steps") in r.output, r.output
-    use = next(ln.split("use it with: ", 1)[1] for ln in r.output.splitlines() if "use it with: " in ln)
+    use = next((ln.split("use it with: ", 1)[1] for ln in r.output.splitlines() if "use it with: " in ln), r.output)
     assert "colorize --method unet --dataset folder" in use and "--seed 0 --recipe cpu --set train.steps=2" in use
     r = runner.invoke(main, shlex.split(use)[1:])  # the suggested command uses that run
     assert r.exit_code == 0 and (out / "wide.png").exists(), r.output

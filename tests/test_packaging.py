@@ -52,7 +52,7 @@ def test_a_missing_card_is_an_error_not_an_empty_card(tmp_path, monkeypatch):
     from bench.cli import main
 
     r = CliRunner().invoke(main, ["--results", str(tmp_path / "r"), "run", "--methods", "gray", "--dataset", "samples"])
-    assert r.exit_code == 1 and "no dataset card for 'samples'" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "no dataset card for 'samples'" in r.output and "Traceback" not in r.output
 
 
 def test_a_missing_recipe_is_an_error(tmp_path, monkeypatch):

@@ -53,6 +53,8 @@ def existing_runs(spec, method: str, run_dir: Path, data_identity: dict, tail: l
     """A line per training run of ``method`` on this dataset under the results folder: its settings (seed,
     recipe size, the --set values that differ from the shipped recipe), state, and the command that uses it
     (``tail``: the images and --out of this command)."""
+    from bench.identity import method_code
+    from bench.methods import METHODS
     from bench.recipes import load_recipe
     from bench.store import read_json
 
@@ -62,7 +64,8 @@ def existing_runs(spec, method: str, run_dir: Path, data_identity: dict, tail: l
             meta = read_json(meta_path)
             ident = meta["identity"]
             recipe = ident["recipe"]
-            base = load_recipe(method, recipe["size"]).to_dict()
+            shipped = load_recipe(method, recipe["size"])
+            base, code_now = shipped.to_dict(), method_code(METHODS.get(shipped.adapter))
         except Exception as exc:  # an unreadable or foreign folder is listed as such, never a crash
             lines.append(f"  {meta_path.parent}: unreadable ({type(exc).__name__}: {exc})")
             continue
@@ -74,10 +77,10 @@ def existing_runs(spec, method: str, run_dir: Path, data_identity: dict, tail: l
         notes = []
         if (ident.get("dataset") or {}).get("content_hash") != data_identity.get("content_hash"):
             notes.append("trained on other data (the dataset's content changed since): not usable as it is now")
-        from bench.store import code_version
-
-        if ident.get("code_version") != code_version():
-            notes.append(f"made by colorbench {ident.get('code_version')}, this is {code_version()}")
+        made_by = ident.get("code") or {}
+        if made_by.get("source_sha256") != code_now["source_sha256"]:
+            notes.append(f"made by other code (colorbench {made_by.get('colorbench')}, source {str(made_by.get('source_sha256'))[:10]}; "
+                         f"this is {code_now['colorbench']}, source {code_now['source_sha256'][:10]})")
         settings = f"seed {ident.get('seed')}, {recipe['size']} recipe" + (f", --set {' --set '.join(sets)}" if sets else ", shipped recipe")
         lines.append(f"  {meta_path.parent.name}: {settings}; {steps}" + (f" ({'; '.join(notes)})" if notes else ""))
         if state == "done" and not notes:
