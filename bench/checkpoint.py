@@ -6,20 +6,20 @@ Checkpoints are written atomically and loaded with ``weights_only=True``: a chec
 
 from __future__ import annotations
 
-import functools
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bench.config import MethodRecipe
+from bench.config import ConfigError, MethodRecipe
 from bench.datasets.base import ImageSet
-from bench.methods import METHODS, Method
-from bench.recipes import build_method
 from bench.identity import method_code
-from bench.store import atomic_path, read_json, sha256_file, train_dir, train_identity
+from bench.methods import METHODS, Method
+from bench.recipes import build_method, recipe_from_dict
+from bench.store import atomic_path, file_sha256, read_json, train_dir, train_identity
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_JSON = "train.json"
@@ -54,8 +54,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
-                    rng: Any = None) -> None:
-    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's."""
+                    rng: Any = None, meta: dict[str, Any] | None = None) -> None:
+    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's.
+    ``meta``: plain data about the model (its recipe, identity, where its weights came from), so that the
+    file alone is enough to rebuild and evaluate the model (:func:`load_model_file`)."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "identity": identity_hash,
@@ -64,6 +66,7 @@ def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, s
         "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "rng": rng if rng is not None else rng_state(),
+        "meta": meta or {},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -111,13 +114,7 @@ def is_trained(run_dir: Path) -> bool:
 
 
 def checkpoint_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(Path(path))
+    return file_sha256(path)  # cached per (path, size, modification time): a rewritten file is hashed again
 
 
 def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> Method:
@@ -127,3 +124,40 @@ def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> M
         ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
         method.load_state_dict(ckpt["model"])
     return method.to(device).eval()
+
+
+@dataclass
+class ModelFile:
+    """A model rebuilt from one checkpoint file, with what the file says about it."""
+
+    path: Path
+    recipe: MethodRecipe
+    method: Method
+    meta: dict[str, Any]
+    sha256: str
+
+
+def load_model_file(path: Path, device: torch.device | str = "cpu") -> ModelFile:
+    """Rebuild a model from a checkpoint file alone: its recipe and identity travel inside it (or, for
+    checkpoints written before that, in the ``train.json`` beside it). No training data is needed."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, device)
+    meta = dict(ckpt.get("meta") or {})
+    if "recipe" not in meta:
+        beside = path.parent / TRAIN_JSON
+        if not beside.exists():
+            raise CheckpointError(f"{path}: the checkpoint does not say which recipe made it (it predates colorbench "
+                                  f"recording that) and no {TRAIN_JSON} is beside it; evaluate it from its run folder")
+        train_meta = read_json(beside)
+        meta.update(recipe=train_meta["recipe"], identity=train_meta.get("identity"), weights="trained")
+    try:
+        recipe = recipe_from_dict(meta["recipe"], str(path))
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    method = build_method(recipe)
+    try:
+        method.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its weights do not fit the {recipe.adapter} adapter of its recipe ({first})") from None
+    return ModelFile(path, recipe, method.to(device).eval(), meta, file_sha256(path))

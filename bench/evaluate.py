@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,11 @@ from bench.progress import Progress, progress_mode
 from bench.store import atomic_path, short_hash, write_json_atomic
 
 PROGRESS = "progress.json"
+#: What is scored: (ground truths (B, 3, H, W) uint8 on the evaluation device, their item indices) -> the
+#: outputs, uint8 of the same shape.
+Predictor = Callable[[Tensor, list[int]], Tensor]
+#: Sees every output as it is scored: (item indices, outputs).
+OutputSink = Callable[[list[int], Tensor], None]
 JOURNAL_FORMAT = 2  # 2: sparse per-bin rows of auc_rebalanced
 
 
@@ -193,9 +198,18 @@ class EvalJournal:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metric], per_image: list[str],
-                 set_level: dict[str, SetMetric], device: torch.device, per_batch: int, work_size: int | None,
-                 tiling: tuple[int | None, int | None], want_samples: int, bar: Progress) -> dict[str, Any]:
+def method_predictor(method: Method, view: Any, work_size: int | None, tile: int | None = None,
+                     overlap: int | None = None) -> Predictor:
+    """How a method colourises the items of ``view``: fixed-size items as they are, full images at
+    ``work_size`` (:func:`colorize_full`), either in tiles when ``tile`` is set."""
+    if view.fixed_size:
+        return lambda rgb, idx: colorize(method, rgb, tile, overlap)
+    return lambda rgb, idx: colorize_full(method, rgb, work_size, tile, overlap)
+
+
+def _score_chunk(predict: Predictor, part: Subset, view: Any, active: dict[str, Metric], per_image: list[str],
+                 set_level: dict[str, SetMetric], device: torch.device, per_batch: int, want_samples: int,
+                 bar: Progress, on_output: OutputSink | None) -> dict[str, Any]:
     """Colourise and score the images of ``part``: their per-image values, set-level features and up to
     ``want_samples`` sample outputs, as one journal chunk."""
     ids: list[str] = []
@@ -203,7 +217,10 @@ def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metr
     samples: list[tuple[str, Tensor, Tensor]] = []
     for rgb, idx in DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0):
         rgb = rgb.to(device, non_blocking=True)
-        pred = colorize(method, rgb, *tiling) if view.fixed_size else colorize_full(method, rgb, work_size, *tiling)
+        items = [int(k) for k in idx]
+        pred = predict(rgb, items)
+        if on_output is not None:
+            on_output(items, pred)
         batch = Batch(pred, rgb)
         for name in per_image:
             scores = active[name].score_batch(batch)
@@ -212,7 +229,7 @@ def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metr
             values[name].append(scores.detach().to(torch.float64).cpu())
         for metric in set_level.values():
             metric.update(batch)
-        batch_ids = [view.item_id(int(k)) for k in idx]
+        batch_ids = [view.item_id(k) for k in items]
         for j in range(min(len(batch_ids), want_samples - len(samples))):
             samples.append((batch_ids[j], pred[j].cpu().clone(), rgb[j].cpu().clone()))
         ids.extend(batch_ids)
@@ -223,7 +240,7 @@ def _score_chunk(method: Method, part: Subset, view: Any, active: dict[str, Metr
 
 
 def evaluate(
-    method: Method,
+    method: Method | None,
     view: Any,
     metrics: dict[str, Metric],
     *,
@@ -240,6 +257,8 @@ def evaluate(
     tile_overlap: int | None = None,
     dist: distributed.Dist = distributed.SINGLE,
     label: str = "",
+    predict: Predictor | None = None,
+    on_output: OutputSink | None = None,
 ) -> Evaluation:
     """Score ``method`` on ``view`` (an EvalView: ``view[k] -> (uint8 image, k)``, ``item_id(k)``, ``fixed_size``).
 
@@ -254,8 +273,16 @@ def evaluate(
     journals them, and a resume may use another number of processes.
 
     ``label`` names the evaluation in progress lines and messages (e.g. ``unet on samples/test``).
+
+    ``predict`` replaces the method (``method`` None): ``predict(ground truths, item indices)`` gives the
+    outputs to score (outputs made elsewhere, a Python callable). ``on_output(item indices, outputs)``
+    sees every output as it is scored (``bench run --save-outputs``).
     """
-    method.eval()
+    if predict is None:
+        if method is None:
+            raise TypeError("evaluate: give a method or a predict function")
+        method.eval()
+        predict = method_predictor(method, view, work_size, tile, tile_overlap)
     active: dict[str, Metric] = {}
     unavailable: dict[str, str] = {}
     for name, metric in metrics.items():
@@ -316,9 +343,9 @@ def evaluate(
             mine = None
             if dist.rank < len(group):
                 first = group[dist.rank]
-                mine = _score_chunk(method, Subset(view, range(first, min(first + chunk_len, len(view)))), view,
-                                    active, per_image, set_level, device, per_batch, work_size, (tile, tile_overlap),
-                                    n_samples - len(samples), bar)
+                mine = _score_chunk(predict, Subset(view, range(first, min(first + chunk_len, len(view)))), view,
+                                    active, per_image, set_level, device, per_batch, n_samples - len(samples), bar,
+                                    on_output)
             for k, chunk in enumerate(distributed.gather_objects(mine, dist)[: len(group)]):
                 if journal is not None:
                     journal.append(chunk)

@@ -109,14 +109,18 @@ def method_code(adapter: type) -> dict[str, Any]:
 # Result identity
 
 
-def result_identity(*, method: str, recipe: Mapping[str, Any], seed: int, training: str | None,
+def result_identity(*, method: str, recipe: Mapping[str, Any] | None, seed: int, training: str | None,
                     data: Mapping[str, Any], prediction: Mapping[str, Any], conventions: Mapping[str, str],
-                    code: Mapping[str, Any]) -> dict[str, Any]:
+                    code: Mapping[str, Any], source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything that produced a result. Left out on purpose: the device, thread count, bootstrap resamples
-    and chunking (they do not change what is measured; the result file records them)."""
-    return {
+    and chunking (they do not change what is measured; the result file records them).
+
+    ``source``: what made the outputs when it is not a method trained here (a checkpoint file or published
+    weights by SHA-256, a folder of outputs by content hash); None for methods trained or run here, whose
+    identities stay as they were before sources existed."""
+    identity = {
         "method": method,
-        "recipe": dict(recipe),
+        "recipe": dict(recipe) if recipe is not None else None,
         "seed": seed,
         "training": training,  # the training identity hash; None for methods that need no training
         "data": {k: data.get(k) for k in ("name", "split", "content_hash", "eval_protocol")},
@@ -124,6 +128,9 @@ def result_identity(*, method: str, recipe: Mapping[str, Any], seed: int, traini
         "metrics": dict(conventions),
         "code": dict(code),
     }
+    if source is not None:
+        identity["source"] = dict(source)
+    return identity
 
 
 def identity_hash(identity: Mapping[str, Any]) -> str:
@@ -139,7 +146,51 @@ def result_id(data: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# Where a result's model came from: its training data and its source
+
+
+def source_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's ``source`` (``{"kind": "trained" | "untrained" | "checkpoint" | "published" | "external", ...}``).
+    Results written before the key existed are ``trained`` when they record a training run, else ``untrained``."""
+    src = data.get("source")
+    if isinstance(src, Mapping) and src.get("kind"):
+        return dict(src)
+    return {"kind": "trained" if data.get("train") else "untrained"}
+
+
+def trained_on(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The data a result's model was trained on (``{"name", "split", "content_hash", "short_side"}``), or None
+    (a method that needs no training, published weights, outputs made elsewhere). A result written before
+    the key existed and recording a training run was trained on its own dataset's train split (the only way
+    colorbench trained then): that is returned with ``"inferred": True``."""
+    if "trained_on" in data:
+        value = data["trained_on"]
+        return dict(value) if isinstance(value, Mapping) else None
+    if data.get("train"):
+        name = (data.get("dataset") or {}).get("name")
+        return {"name": name, "split": "train", "content_hash": None, "short_side": None, "inferred": True}
+    return None
+
+
+def source_text(data: Mapping[str, Any]) -> str:
+    """Where a result's model came from, in a few words: ``trained here``, ``no training``, ``checkpoint``,
+    ``published weights``, ``published weights (unverified)`` or ``external``."""
+    src = source_of(data)
+    kind, weights = src.get("kind"), src.get("weights")
+    if kind == "external":
+        return "external"
+    if weights == "unverified":
+        return "published weights (unverified)"
+    if weights == "published" or kind == "published":
+        return "published weights"
+    return {"trained": "trained here", "untrained": "no training", "checkpoint": "checkpoint"}.get(str(kind), str(kind))
+
+
+# --------------------------------------------------------------------------------------------------
 # Labels: how results of one method differ
+
+# Settings with no readable form: shown in a label only where nothing readable tells results apart.
+_HIDDEN = ("trained_on_data", "training", "code")
 
 
 def _flat(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -161,6 +212,10 @@ def setting_features(data: Mapping[str, Any]) -> dict[str, Any]:
         out.update({f"{section}.{k}": v for k, v in leaves.items()})
     identity = data.get("identity") or {}
     out["prediction"] = _prediction_text(data.get("prediction") if "prediction" in data else None)
+    out["source"] = source_text(data)
+    trained = trained_on(data)
+    out["trained_on"] = None if trained is None else trained.get("name")
+    out["trained_on_data"] = None if trained is None else trained.get("content_hash")
     out["training"] = identity.get("training")
     out["code"] = (identity.get("code") or {}).get("source_sha256")
     out["metrics"] = tuple(sorted(identity.get("metrics") or (data.get("metrics") or {})))
@@ -186,13 +241,20 @@ def _value(v: Any) -> str:
     return "null" if v is None else str(v)
 
 
-def _part(key: str, value: Any) -> str:
+def describe_setting(key: str, value: Any) -> str:
+    """One setting of :func:`setting_features` as a label shows it (``lr=0.0003``, ``trained on div2k``)."""
     if key == "recipe":
         return str(value)
     if key == "prediction":
         return "predicted whole" if value == "whole" else f"predicted in {value}"
     if key == "schema":
         return f"schema {value}"
+    if key == "source":
+        return str(value)
+    if key == "trained_on":
+        return "" if value is None else f"trained on {value}"
+    if key == "trained_on_data":
+        return "" if value is None else f"training data {str(value)[:8]}"
     if key in ("training", "code"):
         return f"{key} {str(value)[:8]}"
     if key == "metrics":
@@ -200,27 +262,44 @@ def _part(key: str, value: Any) -> str:
     return f"{key.split('.', 1)[1]}={_value(value)}"
 
 
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _unexplained(key: str, feats: Sequence[Mapping[str, Any]], seeds: Sequence[Any], readable: Sequence[str]) -> bool:
+    """Whether results that agree on every readable setting still differ in ``key``. A training identity
+    includes the seed, so for ``training`` only results of one seed are compared: seeds of one setting
+    must read alike, or they could not be told to be one setting."""
+    seen: dict[tuple, set[str]] = {}
+    for f, seed in zip(feats, seeds):
+        group = tuple(_key(f.get(k)) for k in readable) + ((_key(seed),) if key == "training" else ())
+        seen.setdefault(group, set()).add(_key(f.get(key)))
+    return any(len(values) > 1 for values in seen.values())
+
+
 def labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
     """One label per result: its method, its tag if any, and every setting in which it differs from another
-    result of the same method in ``results`` (``unet · gpu · lr=0.0003``). Results of one seed that still
-    read alike are told apart by their id."""
+    result of the same method in ``results`` (``unet · gpu · lr=0.0003``, ``zhang · published weights``,
+    ``unet · trained on div2k``); settings with no readable form (training data content, training identity,
+    code) only where nothing readable tells the results apart. Seeds of one setting read alike on purpose;
+    results of one seed that still read alike are told apart by their id."""
     out = [""] * len(results)
     by_method: dict[str, list[int]] = {}
     for i, r in enumerate(results):
         by_method.setdefault(str(r.get("method")), []).append(i)
     for method, idx in by_method.items():
         feats = [setting_features(results[i]) for i in idx]
-        keys = [k for k in feats[0] if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in feats}) > 1]
-        # "training" and "code" only when nothing readable explains the difference
-        readable = [k for k in keys if k not in ("training", "code")]
-        shown = readable or keys
+        keys = [k for k in feats[0] if len({_key(f.get(k)) for f in feats}) > 1]
+        readable = [k for k in keys if k not in _HIDDEN]
+        seeds = [results[i].get("seed") for i in idx]
+        shown = readable + [k for k in _HIDDEN if k in keys and _unexplained(k, feats, seeds, readable)]
         texts = []
         for i, f in zip(idx, feats):
             parts = [method]
             if results[i].get("tag"):
                 parts.append(str(results[i]["tag"]))
-            parts += [_part(k, f.get(k)) for k in shown if not (k == "prediction" and f.get(k) is None)]
-            texts.append(" · ".join(parts))
+            parts += [describe_setting(k, f.get(k)) for k in shown if not (k == "prediction" and f.get(k) is None)]
+            texts.append(" · ".join(p for p in parts if p))
         # Several seeds of one setting read alike on purpose (tables show the seed); the same setting and
         # seed twice (results of other code or data) is told apart by its id.
         seen = [(t, results[i].get("seed")) for t, i in zip(texts, idx)]

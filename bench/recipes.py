@@ -14,8 +14,19 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.config import (
-    DEFAULT_PREDICT, RECIPE_KEYS, SIZES, ConfigError, MethodRecipe, PredictConfig, TrainConfig, build_dataclass, coerce,
-    load_training, range_problem, read_yaml, recipes_dir,
+    DEFAULT_PREDICT,
+    RECIPE_KEYS,
+    SIZES,
+    ConfigError,
+    MethodRecipe,
+    PredictConfig,
+    TrainConfig,
+    build_dataclass,
+    coerce,
+    load_training,
+    range_problem,
+    read_yaml,
+    recipes_dir,
 )
 from bench.registry import UnknownName, has_plugins
 
@@ -183,3 +194,49 @@ def build_method(recipe: MethodRecipe) -> "Method":
     from bench.methods import METHODS
 
     return METHODS.get(recipe.adapter)(recipe.params, recipe.train)
+
+
+def recipe_from_dict(data: Mapping[str, Any], where: str) -> MethodRecipe:
+    """A recipe stored as :meth:`MethodRecipe.to_dict` (in a checkpoint or a result) as a recipe again,
+    typed by the adapter's ``Params`` (so a recipe from an incompatible version is an error naming ``where``)."""
+    from bench.methods import METHODS
+
+    if not isinstance(data, Mapping) or "adapter" not in data or "name" not in data:
+        raise ConfigError(f"{where}: the stored recipe is not a colorbench recipe (no name/adapter)")
+    try:
+        adapter = METHODS.get(str(data["adapter"]))
+    except UnknownName as exc:
+        raise ConfigError(f"{where}: needs the method adapter {data['adapter']!r}, which is not installed here ({exc})") from None
+    size = str(data.get("size", ""))
+    training = data.get("training")
+    # Predicted as a run of that recipe predicts (tiles at the training crop size for cpu recipes).
+    predict = build_dataclass(PredictConfig, DEFAULT_PREDICT.get(size, {}) if training else {}, f"{where}: predict")
+    return MethodRecipe(
+        name=str(data["name"]),
+        adapter=str(data["adapter"]),
+        description=str(data.get("description", "")),
+        training=training,
+        size=size,
+        params=build_dataclass(adapter.Params, data.get("params"), f"{where}: params"),
+        train=build_dataclass(TrainConfig, data.get("train"), f"{where}: train"),
+        source=where,
+        predict=predict,
+    )
+
+
+def with_prediction(recipe: MethodRecipe, tile: int | None = None, overlap: int | None = None) -> MethodRecipe:
+    """``recipe`` predicting as ``--tile``/``--tile-overlap`` say (None: as it does; tile 0: whole images)."""
+    import dataclasses
+
+    predict = recipe.predict
+    if tile is not None:
+        predict = dataclasses.replace(predict, tile=tile or None)
+    if overlap is not None:
+        predict = dataclasses.replace(predict, overlap=overlap)
+    if predict == recipe.predict:
+        return recipe
+    try:
+        predict.resolve(recipe.train.image_size)
+    except ConfigError as exc:
+        raise ConfigError(f"--tile/--tile-overlap: {exc}") from None
+    return dataclasses.replace(recipe, predict=predict)

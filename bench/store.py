@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import io
 import json
@@ -99,9 +100,24 @@ def short_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, computed once per (path, size, modification time) in a process."""
+    st = os.stat(path)
+    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+
+
 def code_version() -> str:
     """The package version: bumping it is how a change that invalidates trained artefacts says so."""
-    from bench import __version__
+    from bench._version import __version__
 
     return __version__
 
@@ -139,7 +155,7 @@ def environment(device: str | None = None) -> dict[str, Any]:
     import numpy
     import torch
 
-    from bench import __version__
+    from bench._version import __version__
 
     env = {
         "colorbench": __version__,
@@ -190,14 +206,6 @@ class ResultPaths:
 
 def result_stem(method: str, seed: int, rid: str) -> str:
     return f"{method}-s{seed}-{rid}"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def iter_results(root: Path) -> Iterator[tuple[Path, dict]]:

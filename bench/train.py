@@ -247,6 +247,8 @@ def train(
     }
     if d.is_main:
         write_json_atomic(run_dir / TRAIN_JSON, meta)
+    # What the checkpoint file carries about itself: enough to evaluate it alone (bench run --checkpoint).
+    file_meta = {"recipe": meta["recipe"], "identity": identity, "identity_hash": ident_hash, "weights": "trained"}
     log = LossLog(run_dir / LOSSES, start) if d.is_main else None
     if cfg.compile:
         for net in method.children():  # in place: the state_dict keys stay those of the eager modules
@@ -327,7 +329,8 @@ def train(
             if at_ckpt:
                 rngs = distributed.gather_objects(rng_state(), d)
                 if d.is_main:
-                    save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0])
+                    save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0],
+                                    meta=file_meta)
                 last_good = done
     except BaseException as exc:
         meta.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=f"{type(exc).__name__}: {exc}", ended=now())

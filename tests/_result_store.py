@@ -1,7 +1,9 @@
 """A fixed, hand-written result store for the report and drift-check tests.
 
 Result files are written here directly (not by running methods) so every value in a table is known in
-advance: golden rows can be checked exactly. The files follow the layout and schema bench/runner.py writes.
+advance: golden rows can be checked exactly. The files follow the layout and schema bench/runner.py writes,
+with issue 16's ``trained_on`` and ``source`` keys (``legacy=True``: without them, as results were written
+before; ``schema=1``: as they were written before results had identities).
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import numpy as np
 from PIL import Image
 
 from bench.identity import identity_hash
+from bench.store import short_hash
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 EVIL = "<script>alert(1)</script>"
 IDS = ["img0", "img1", "img2", "img3", "img4"]
+OWN = "own"  # trained_on=OWN: the dataset's own train split (how colorbench trains by default)
 
 # method -> (psnr per image, ssim per image, psnr ci95 or None, trained?)
 METHODS = {
@@ -36,11 +40,39 @@ def _image(seed: int, size: int = 16) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
+def train_data(name: str) -> dict:
+    """``trained_on`` of a model trained here on ``name``'s train split (the content hash follows the name)."""
+    return {"name": name, "split": "train", "content_hash": short_hash(["train", name], 64), "short_side": None}
+
+
+def external_source(name: str, *, predictions: str = "/data/theirs", about: str = "", n_expected: int = 5,
+                    n_scored: int = 5) -> dict:
+    return {"kind": "external", "predictions": predictions, "about": about, "name": name, "n_expected": n_expected,
+            "n_scored": n_scored}
+
+
+def published_source(weights: str = "published") -> dict:
+    return {"kind": "published", "path": "/weights/colorization_release_v2-9b330a0b.pth", "sha256": "9b330a0b" + "0" * 56,
+            "weights": weights}
+
+
 def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, schema: int = 2, seed: int = 0,
            psnr: list[float], ssim: list[float], ci: list[float] | None, run_dir: str | None, file_stem: str,
            extra_metrics: dict | None = None, official: bool | None = None, tag: str | None = None,
-           prediction: dict | None = None, recipe_size: str = "cpu", train: dict | None = None) -> dict:
-    """A result as the runner writes it (schema 2; ``schema=1``: as it wrote before results had identities)."""
+           prediction: dict | None = None, recipe_size: str = "cpu", train: dict | None = None,
+           trained_on: str | dict | None = OWN, source: dict | None = None, legacy: bool = False) -> dict:
+    """A result as the runner writes it (schema 2; ``schema=1``: as it wrote before results had identities).
+
+    ``trained_on``: for a trained method (``run_dir`` given), ``OWN``, another dataset's name or a whole
+    ``trained_on`` entry; ``source``: the ``source`` entry (default: ``trained`` with a run, else
+    ``untrained``); an ``external`` source makes the result one of outputs made elsewhere (no adapter, no
+    recipe, no training)."""
+    source = source or {"kind": "trained" if run_dir else "untrained"}
+    external = source["kind"] == "external"
+    if not run_dir or source["kind"] in ("external", "published"):
+        trained_on = None
+    elif isinstance(trained_on, str):
+        trained_on = train_data(dataset if trained_on == OWN else trained_on)
     metrics = {
         "psnr": {"mean": float(np.mean(psnr)), "n": len(psnr), "higher_is_better": True, "convention": "RGB, data range 255",
                  "per_image": True, "unit": "dB"},
@@ -51,28 +83,37 @@ def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, sch
         metrics["psnr"]["ci95"] = ci
     metrics.update(extra_metrics or {})
     protocol = {"mode": "full"} if schema < 2 else {"mode": "full", "short_side": None}
-    ds = {"name": dataset, "split": "test", "n_images": len(psnr), "content_hash": content_hash, "root": None,
+    n_split = source.get("n_expected", len(psnr)) if external else len(psnr)
+    ds = {"name": dataset, "split": "test", "n_images": n_split, "content_hash": content_hash, "root": None,
           "eval_protocol": protocol}
     if official is not None:
         ds["official"] = official
     recipe = {"name": method, "adapter": method, "training": "supervised" if run_dir else None, "size": recipe_size,
               "params": {}, "train": {"steps": 40, "batch_size": 8, **(train or {})}}
+    if external:
+        recipe = None
     out = {
-        "schema_version": schema, "status": "ok", "method": method, "adapter": method, "dataset": ds, "split": "test",
-        "seed": seed, "recipe": recipe,
+        "schema_version": schema, "status": "ok", "method": method, "adapter": None if external else method, "dataset": ds,
+        "split": "test", "seed": seed, "recipe": recipe,
         "environment": {"git_commit": "0123456789abcdef0123", "torch": "2.14.1", "device": "cpu"},
         "created": "2026-01-02T03:04:05+00:00",
-        "train": {"run_dir": run_dir, "steps": 40, "seconds": 75.0} if run_dir else None,
+        "train": {"run_dir": run_dir, "steps": 40, "seconds": 75.0 + 5 * seed} if run_dir and source["kind"] == "trained" else None,
         "metrics": metrics, "n_images": len(psnr), "per_image_file": f"{file_stem}.csv",
         "samples": [{"file": f"{file_stem}-samples/{k:02d}.png", "id": i, "reference": f"_reference/{content_hash[:6]}/{k:02d}.png"}
                     for k, i in enumerate(IDS)],
     }
+    if schema >= 2 and not legacy:
+        out.update(trained_on=trained_on, source=source)
     if schema >= 2:
         prediction = prediction or {"short_side": None, "tile": None, "tile_overlap": None}
-        identity = {"method": method, "recipe": recipe, "seed": seed, "training": "t" * 64 if run_dir else None,
+        # a training identity holds the seed and the training data, as bench.checkpoint.run_identity's does
+        training = short_hash([seed, trained_on], 64) if trained_on else None
+        identity = {"method": method, "recipe": recipe, "seed": seed, "training": training,
                     "data": {"name": dataset, "split": "test", "content_hash": content_hash, "eval_protocol": protocol},
                     "prediction": prediction, "metrics": {m: e.get("convention") for m, e in metrics.items()},
                     "code": {"colorbench": "0.1.0", "source_sha256": "c" * 64}}
+        if not legacy:
+            identity["source"] = source
         out.update(identity=identity, identity_hash=identity_hash(identity), tag=tag, prediction=prediction)
         out["result_id"] = tag or out["identity_hash"][:10]
     return out
@@ -100,23 +141,47 @@ def write_result(root: Path, data: dict, file_stem: str, psnr: list[float], ssim
     return path
 
 
-def write_losses(root: Path, method: str) -> str:
-    run = root / "train" / method / "toy-s0-0123456789"
+def write_losses(root: Path, method: str, dataset: str = "toy", seed: int = 0) -> str:
+    run = root / "train" / method / f"{dataset}-s{seed}-0123456789"
     run.mkdir(parents=True, exist_ok=True)
     lines = ["step,loss_main,images_per_s"] + [f"{s},{3.0 / (1 + s / 10):.6f},12.5" for s in range(5, 45, 5)]
     (run / "losses.csv").write_text("\n".join(lines) + "\n")
     return str(run)
 
 
-def make_store(root: Path, methods: tuple[str, ...] = ("gray", "kmeans32", EVIL), **kw) -> dict[str, Path]:
-    """The fixed store: each method of ``methods`` on dataset ``toy`` (or ``kw['dataset']``). Returns paths by method."""
+def add_result(root: Path, method: str, psnr: list[float], ssim: list[float], *, ci: list[float] | None = None,
+               run_dir: str | None = None, stem: str | None = None, **kw) -> Path:
+    """Write one result of ``method`` (any name) with these per-image values; returns its JSON path."""
+    base = stem or f"{method}-s{kw.get('seed', 0)}"
+    data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=base, **kw)
+    stem = stem_of(base, data)
+    data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=stem, **kw)
+    return write_result(root, data, stem, psnr, ssim)
+
+
+def make_store(root: Path, methods: tuple[str, ...] = ("gray", "kmeans32", EVIL), *, psnr_offset: float = 0.0,
+               ssim_offset: float = 0.0, **kw) -> dict[str, Path]:
+    """The fixed store: each method of ``methods`` on dataset ``toy`` (or ``kw['dataset']``), seed ``kw['seed']``
+    (0), every per-image value (and the PSNR interval) moved by the offsets. Returns paths by method."""
     paths = {}
-    for k, method in enumerate(methods):
+    seed = kw.get("seed", 0)
+    for method in methods:
         psnr, ssim, ci, trained = METHODS[method]
-        run_dir = write_losses(root, method) if trained else None
-        base = f"{method}-s0" if method != EVIL else "evil-s0"
-        data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=base, **kw)
-        stem = stem_of(base, data)
-        data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=stem, **kw)
-        paths[method] = write_result(root, data, stem, psnr, ssim)
+        psnr = [p + psnr_offset for p in psnr]
+        ssim = [v + ssim_offset for v in ssim]
+        ci = [c + psnr_offset for c in ci] if ci else ci
+        run_dir = write_losses(root, method, kw.get("dataset", "toy"), seed) if trained else None
+        stem = f"{method}-s{seed}" if method != EVIL else f"evil-s{seed}"
+        paths[method] = add_result(root, method, psnr, ssim, ci=ci, run_dir=run_dir, stem=stem, **kw)
     return paths
+
+
+def seeds_store(root: Path) -> Path:
+    """gray and kmeans32, seeds 0 and 1, on toy and on toy2 (1 dB lower); kmeans32's seed 1 is 0.5 dB higher
+    and 0.01 lower in SSIM than its seed 0; each trained on its dataset's own train split."""
+    for dataset, content, offset in (("toy", HASH_A, 0.0), ("toy2", HASH_B, -1.0)):
+        kw = dict(dataset=dataset, content_hash=content)
+        make_store(root, methods=("gray", "kmeans32"), psnr_offset=offset, **kw)
+        make_store(root, methods=("gray",), psnr_offset=offset, seed=1, **kw)
+        make_store(root, methods=("kmeans32",), psnr_offset=offset + 0.5, ssim_offset=-0.01, seed=1, **kw)
+    return root

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import result_file, write_folder_dataset
 
 from bench.cli import main
 from bench.datasets.base import DatasetNotFound
-from conftest import result_file, write_folder_dataset
 
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
         "--set", "train.prepare_images=4", "--set", "params.width=8", "--no-progress"]
@@ -45,7 +45,7 @@ def usage_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["run", "--methods", "gray", "--dataset", "folder", "--root", tmp / "missing"], "missing does not exist; pass the folder"),
         (["run", "--methods", "gray", "--dataset", "folder", "--root", ""], "'--root': is empty"),
         (["run", "--methods", "gray", "--dataset", "folder", "--root", empty], "no images"),
-        (["run", "--methods", "gray", "--dataset", "folder", "--root", bad, "--on-bad-image", "error"], "broken.png"),
+        (["run", "--methods", "gray", "--dataset", "folder", "--root", bad, "--split", "all", "--on-bad-image", "error"], "broken.png"),
         (["run", "--methods", "gray", "--root", empty], "dataset 'samples' is built in and reads no folder"),
         (["run", "--methods", "gray,unet", "--set", "train.steps=-3"], "--set train.steps=-3: out of range: train.steps must be an integer >= 1"),
         (["train", "--method", "unet", "--set", "train.steps=0"], "train.steps must be an integer >= 1"),
@@ -94,16 +94,16 @@ def test_data_failure_names_the_stage_and_what_was_written(results, monkeypatch)
     reported as a failure to read that split, not of training, and says which result file records it."""
     from bench.runner import RunSpec
 
-    def vanished(self, split, crop=None):
-        raise DatasetNotFound(f"samples/{split}: gone")
+    def vanished(self, crop=None):
+        raise DatasetNotFound("samples/train: gone")
 
-    monkeypatch.setattr(RunSpec, "images", vanished)
-    r = invoke("run", "--methods", "gray", "--metrics", "psnr", "--no-progress")
-    record = result_file(results / "eval/samples/test", "gray", failed=True)
+    monkeypatch.setattr(RunSpec, "train_images", vanished)  # gray reads no training data; kmeans32 does
+    r = invoke("run", "--methods", "kmeans32", "--metrics", "psnr", "--no-progress")
+    record = result_file(results / "eval/samples/test", "kmeans32", failed=True)
     assert r.exit_code == 1
-    assert "gray: reading samples/train FAILED: DatasetNotFound: samples/train: gone" in r.output
+    assert "kmeans32: reading samples/train FAILED: DatasetNotFound: samples/train: gone" in r.output
     assert "training" not in r.output
-    assert f"1 of 1 method(s) failed:\n  gray: reading samples/train failed (recorded in {record})" in r.output
+    assert f"1 of 1 method(s) failed:\n  kmeans32: reading samples/train failed (recorded in {record})" in r.output
     assert json.loads(record.read_text())["stage"] == "data"
 
     # at evaluation: the split read for scoring is named, and nothing was written for it
@@ -118,10 +118,9 @@ def test_data_failure_names_the_stage_and_what_was_written(results, monkeypatch)
     monkeypatch.undo()
     original = RunSpec.images
     monkeypatch.setattr(RunSpec, "images", test_split_vanishes)
-    record.unlink()
     r = invoke("run", "--methods", "gray", "--metrics", "psnr", "--no-progress")
     assert r.exit_code == 1 and "gray: reading samples/test failed (no result file was written)" in r.output
-    assert not record.exists()
+    assert not list((results / "eval/samples/test").glob("gray-*"))
 
 
 def test_interrupted_evaluation_exits_130_and_resumes(results, monkeypatch):

@@ -150,8 +150,8 @@ def test_gan_resume_is_bit_identical(name, extra, tiny, tmp_path, monkeypatch):
 
     real_save = train_mod.save_checkpoint
 
-    def save_then_stop(path, method, optimizers, scaler, step, identity_hash, *rest):
-        real_save(path, method, optimizers, scaler, step, identity_hash, *rest)
+    def save_then_stop(path, method, optimizers, scaler, step, identity_hash, *rest, **options):
+        real_save(path, method, optimizers, scaler, step, identity_hash, *rest, **options)
         if step == 4:
             raise KeyboardInterrupt  # as a user's Ctrl-C right after the mid-run checkpoint
 

@@ -18,11 +18,11 @@ from bench.report.html import render_html
 from bench.report.markdown import render_markdown
 
 GOLDEN_MD_ROWS = [
-    "| method | seed | psnr ↑ (dB) | ssim ↑ | images | train time | recipe | predicted | date | commit |",
-    "|---|---:|---:|---:|---:|---:|---|---|---|---|",
-    "| kmeans32 | 0 | **23.25 ± 0.50** | 0.9103 | 5 | 75 s | cpu · 40 steps × 8 | whole | 2026-01-02 | 01234567 |",
-    "| gray | 0 | 22.50 ± 0.50 | **0.9400** | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
-    r"| \<script\>alert(1)\</script\> | 0 | 12.00 | 0.5000 | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
+    "| method | seed | psnr ↑ (dB) | ssim ↑ | trained on | source | images | train time | recipe | predicted | date | commit |",
+    "|---|---:|---:|---:|---|---|---:|---:|---|---|---|---|",
+    "| kmeans32 | 0 | **23.25 ± 0.50** | 0.9103 | toy | trained here | 5 | 75 s | cpu · 40 steps × 8 | whole | 2026-01-02 | 01234567 |",
+    "| gray | 0 | 22.50 ± 0.50 | **0.9400** | — | no training | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
+    r"| \<script\>alert(1)\</script\> | 0 | 12.00 | 0.5000 | — | no training | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
 ]
 
 

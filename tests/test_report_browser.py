@@ -1,5 +1,7 @@
 """The HTML report in a real browser: headless Chromium renders it, tables hold the expected rows,
-sorting works, every picture loaded, a hostile method name stays text, and a screenshot is taken."""
+sorting works, every picture loaded, a hostile method name stays text, and a screenshot is taken; a report
+of two datasets and two seeds opens with the overview, whose headings link the tables, and folds each
+seed's rows."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ import pytest
 from PIL import Image
 
 from _chromium import CANDIDATES, Chromium, find_chromium
-from _result_store import EVIL, make_store
-from bench.report import write_report
+from _result_store import EVIL, make_store, seeds_store
+from bench.report import build_report, write_report
+from bench.report.html import render_html
 
 PAGE_STATE = """(() => {
   const tables = Array.from(document.querySelectorAll('table.sortable')).map(t => ({
@@ -64,7 +67,32 @@ def test_report_in_headless_chromium(chromium, tmp_path):
         browser.evaluate(click.format(2))
         browser.evaluate(click.format(2))
         shot = browser.screenshot(tmp_path / "report.png")
+        _seeds_page(browser, tmp_path)
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("RGB"))
     assert pixels.shape[1] == 1366 and pixels.shape[0] > 768  # full page: tables and pictures below the fold
     assert pixels.std() > 10, "the screenshot is blank"
+
+
+def _seeds_page(browser: Chromium, tmp_path: Path) -> None:
+    root = seeds_store(tmp_path / "seeds")
+    page = tmp_path / "seeds.html"
+    page.write_text(render_html(build_report(root, tmp_path / "seeds-out", pictures=False)))
+    browser.open(page.as_uri())
+    state = browser.evaluate(PAGE_STATE)
+    overview = state["tables"][0]
+    assert overview["id"] == "table-overview" and [r[0] for r in overview["rows"]] == ["kmeans32", "gray"]
+    assert overview["headers"][3:5] == ["toy · test: psnr ↑ (dB)", "toy · test: ssim ↑"]
+    assert [r[1] for r in state["tables"][1]["rows"]] == ["mean ± sd of 0, 1"] * 2 and state["tables"][1]["rows"][0][2] == "23.50 ± 0.35"
+    # a heading's link opens its table and does not sort the overview
+    browser.evaluate("document.querySelector('#table-overview thead th:nth-child(6) a').click()")
+    assert browser.evaluate("location.hash") == "#section-1"
+    assert browser.evaluate("document.querySelector('#table-overview thead th:nth-child(6)').getAttribute('aria-sort')") is None
+    # each seed's rows: folded until opened, then shown and sortable
+    visible = "Array.from(document.querySelectorAll('#table-0-seeds tbody tr')).filter(r => r.checkVisibility() && r.getBoundingClientRect().height > 0).length"
+    assert browser.evaluate(visible) == 0 and browser.evaluate("document.querySelector('#seeds-0').open") is False
+    browser.evaluate("document.querySelector('#seeds-0 summary').click()")
+    assert browser.evaluate(visible) == 4
+    order = "Array.from(document.querySelectorAll('#table-0-seeds tbody tr')).map(r => r.cells[0].textContent + ' ' + r.cells[1].textContent)"
+    browser.evaluate("document.querySelectorAll('#table-0-seeds thead th')[2].click()")  # PSNR, best first
+    assert browser.evaluate(order) == ["kmeans32 1", "kmeans32 0", "gray 0", "gray 1"]

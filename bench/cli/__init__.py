@@ -15,10 +15,12 @@ import click
 from bench.cli.colorize import colorize
 from bench.cli.compare import compare
 from bench.cli.data import data
+from bench.cli.importing import import_cmd
 from bench.cli.listing import list_cmd
 from bench.cli.options import EXIT_INTERRUPTED
 from bench.cli.report import check, report
 from bench.cli.run import run, train, train_all
+from bench.cli.score import score
 
 
 class BenchGroup(click.Group):
@@ -50,5 +52,5 @@ def main(ctx: click.Context, results: str | None) -> None:
     ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
 
 
-for _command in (list_cmd, train, train_all, run, colorize, compare, data, report, check):
+for _command in (list_cmd, train, train_all, run, score, colorize, compare, data, import_cmd, report, check):
     main.add_command(_command)

@@ -114,7 +114,10 @@ def collect_inputs(images: tuple[str, ...], out_dir: Path) -> dict[Path, Path]:
 
 
 @click.command()
-@click.option("--method", "-m", required=True, help="Method name (bench list methods).")
+@click.option("--method", "-m", default=None, help="Method name (bench list methods); or give --checkpoint.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None, metavar="PATH",
+              help="Use the model saved in this colorbench checkpoint (a run's checkpoint.pt, or one 'bench import' wrote) "
+                   "instead of looking up a run of --method; no training data is needed.")
 @common_run_options
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the colourised PNGs (<input name>.png).")
 @click.option("--work-size", type=click.IntRange(min=0), default=None,
@@ -124,7 +127,8 @@ def collect_inputs(images: tuple[str, ...], out_dir: Path) -> dict[Path, Path]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
 @click.pass_context
 @user_errors
-def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress, on_bad_image, out, work_size, images) -> None:
+def colorize(ctx, method, checkpoint, dataset, root, size, overrides, seed, device, progress, on_bad_image, out, work_size,
+             images) -> None:
     """Colourise your own photos (colour or gray, any size) at full resolution with a trained method.
 
     IMAGES are image files or folders (every image file under a folder; its subfolders are kept under
@@ -135,22 +139,30 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
     detail of the input's lightness. With --tile (the cpu recipes' default) the network runs in
     overlapping tiles.
     """
-    from bench.cli.validate import validate_run
+    from bench.cli.validate import check_device, validate_run
 
+    if (method is None) == (checkpoint is None):
+        raise click.UsageError("give --method NAME (a run trained here) or --checkpoint PATH (a saved model), one of them")
     spec = make_spec(ctx, dataset, root, size, overrides, seed, device, progress, on_bad_image)
-    recipe = validate_run(spec, [method], ["train"])[method]
+    if checkpoint is not None:
+        check_device(spec.device)
+        targets = collect_inputs(images, Path(out))
+        _colorize_checkpoint(spec, Path(checkpoint), targets, work_size)
+        return
+    recipe = validate_run(spec, [method], [])[method]  # the train split is checked when the method needs training
     targets = collect_inputs(images, Path(out))
 
     from bench.checkpoint import is_trained, load_trained, run_dir_for
-    from bench.datasets.base import DatasetError
-    from bench.datasets.io import read_image, write_png
     from bench.device import pick_device
-    from bench.evaluate import colorize_full
-    from bench.methods import METHODS
+    from bench.runner import needs_training
 
-    data = spec.images("train")
-    run_dir = run_dir_for(spec.results, recipe, data, spec.seed)
-    if recipe.trainable and METHODS.get(recipe.adapter).needs_training and not is_trained(run_dir):
+    dev = pick_device(spec.device)
+    if needs_training(recipe):
+        data = spec.train_images()
+        run_dir = run_dir_for(spec.results, recipe, data, spec.seed)
+    else:
+        data, run_dir = None, spec.results / "train" / recipe.name  # nothing is trained, nothing is read
+    if data is not None and not is_trained(run_dir):
         tail = [*images, "--out", out] + (["--work-size", str(work_size)] if work_size is not None else [])
         runs = existing_runs(spec, method, run_dir, data.identity(), tail)
         listing = (f"Runs of {method} on {spec.dataset} under {run_dir.parent}:\n" + "\n".join(runs)) if runs else \
@@ -160,10 +172,44 @@ def colorize(ctx, method, dataset, root, size, overrides, seed, device, progress
             + (f", --set {' --set '.join(f'{k}={v}' for k, v in spec.overrides)}" if spec.overrides else "")
             + f"): no finished run at {run_dir}.\n{listing}\nOr train one with these settings:\n  {train_command(spec, method)}"
         )
-    dev = pick_device(spec.device)
     model = load_trained(recipe, run_dir, dev)
-    size_used = data.card.short_side if work_size is None else (work_size or None)
-    tiling = recipe.prediction()
+    size_used = _card_short_side(spec.dataset) if work_size is None else (work_size or None)
+    _colorize_files(model, recipe.prediction(), size_used, targets, dev)
+
+
+def _card_short_side(dataset: str) -> int | None:
+    """The one scale of ``dataset``'s card (what its methods are trained and predicted at)."""
+    from bench.config import DatasetCard
+    from bench.datasets import DATASETS
+
+    cls = DATASETS.get(dataset)
+    return DatasetCard.load(cls.data_name or dataset, cls.card_data).short_side
+
+
+def _colorize_checkpoint(spec, path: Path, targets: dict[Path, Path], work_size: int | None) -> None:
+    """``bench colorize --checkpoint PATH``: the model the file holds, at the scale it was trained at (the short
+    side its checkpoint records; else the --dataset card's)."""
+    from bench.checkpoint import CheckpointError, load_model_file
+    from bench.device import pick_device
+    from bench.recipes import with_prediction
+
+    dev = pick_device(spec.device)
+    try:
+        model = load_model_file(path, dev)
+    except CheckpointError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--checkpoint'") from None
+    recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap)
+    recorded = ((model.meta.get("identity") or {}).get("dataset") or {}).get("short_side")
+    default = recorded if recorded is not None else _card_short_side(spec.dataset)
+    size_used = default if work_size is None else (work_size or None)
+    _colorize_files(model.method, recipe.prediction(), size_used, targets, dev)
+
+
+def _colorize_files(model, tiling: dict, size_used: int | None, targets: dict[Path, Path], dev) -> None:
+    from bench.datasets.base import DatasetError
+    from bench.datasets.io import read_image, write_png
+    from bench.evaluate import colorize_full
+
     how = f"ab at shorter side {size_used or 'full'}" + (f", in {tiling['tile']}-px tiles" if tiling["tile"] else "")
     failed = []
     for src, dst in targets.items():

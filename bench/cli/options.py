@@ -97,11 +97,19 @@ def prediction_options(fn):
                              "[default: the recipe's: cpu recipes tile at their training crop size, gpu recipes predict whole].")(fn)
 
 
-def common_run_options(fn):
+def _dataset_option(many: bool):
+    if many:
+        return click.option("--dataset", "-d", "dataset", multiple=True, metavar="NAME[,NAME...]",
+                            help="Dataset(s) to score on: repeat or comma-separate (bench list datasets) [default: samples].")
+    return click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets).")
+
+
+def _run_options(fn, many_datasets: bool = False):
     opts = [
-        click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
+        _dataset_option(many_datasets),
         click.option("--root", type=click.Path(file_okay=False), default=None,
-                     help="Where the dataset lives, for datasets that read files (default: $BENCH_DATA/<name>)."),
+                     help="Where the dataset lives, for datasets that read files (default: $BENCH_DATA/<name>)"
+                          + ("; with several datasets, the one that reads files." if many_datasets else ".")),
         click.option("--recipe", "size", type=click.Choice(["cpu", "gpu"]), default=None, help="Recipe size [default: gpu on CUDA, else cpu]."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a recipe value: train.<field>=V or params.<field>=V, e.g. train.lr=3e-4 or params.width=64 "
@@ -120,14 +128,60 @@ def common_run_options(fn):
     return fn
 
 
-def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress, on_bad_image="skip"):
+def common_run_options(fn):
+    """The options of ``train``, ``train-all`` and ``colorize`` (one dataset)."""
+    return _run_options(fn)
+
+
+def evaluation_run_options(fn):
+    """The options of ``run``: as :func:`common_run_options`, with several evaluation datasets."""
+    return _run_options(fn, many_datasets=True)
+
+
+def train_on_options(fn):
+    """``--train-on DATASET --train-root DIR``: train on another dataset than the one scored."""
+    fn = click.option("--train-root", type=click.Path(file_okay=False), default=None,
+                      help="Where the --train-on dataset lives, for datasets that read files [default: --root when it is "
+                           "the dataset scored, else $BENCH_DATA/<name>].")(fn)
+    return click.option("--train-on", default=None, metavar="DATASET",
+                        help="Train on this dataset's train split and score on --dataset (each of them) "
+                             "[default: each dataset's own train split].")(fn)
+
+
+SPLIT_HELP = ("Split(s) to score: test, train, or all (every image as one set: test-only sets, models trained "
+              "elsewhere); comma-separate to score several separately (train,test).")
+
+
+def parse_splits(ctx: click.Context | None, param, value: str) -> list[str]:
+    """``--split test``, ``all`` or a comma list (``train,test``) -> the splits, each scored separately."""
+    splits = list(dict.fromkeys(split_names(value)))
+    bad = [s for s in splits if s not in SPLIT_CHOICES]
+    if not splits or bad:
+        raise click.BadParameter(f"{', '.join(map(repr, bad)) or 'empty'}: choose test, train or all, or a comma list "
+                                 "such as train,test", param_hint="'--split'")
+    return splits
+
+
+def dataset_names(values: tuple[str, ...] | str | None, default: str = "samples") -> list[str]:
+    """``--dataset a,b --dataset c`` -> [a, b, c] (repeated names once); none given: ``[default]``."""
+    texts = [values] if isinstance(values, str) else list(values or ())
+    names = [n for text in texts for n in split_names(text)]
+    return list(dict.fromkeys(names)) or [default]
+
+
+def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, progress, on_bad_image="skip", *,
+              train_on: str | None = None, train_root: str | None = None, save_outputs: str | None = None):
     from bench.config import ConfigError, parse_overrides
     from bench.datasets import DATASETS
     from bench.registry import UnknownName
     from bench.runner import RunSpec
 
+    if train_root is not None and train_on is None:
+        raise click.BadParameter("needs --train-on DATASET (the dataset it holds)", param_hint="'--train-root'")
     try:
         DATASETS.get(dataset)  # unknown names fail here, before any work
+        if train_on is not None:
+            DATASETS.get(train_on)
         parsed = parse_overrides(overrides)
     except (UnknownName, ConfigError) as exc:
         raise click.UsageError(str(exc)) from None
@@ -135,11 +189,14 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
         import torch
 
         size = "gpu" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
+    from pathlib import Path
+
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parsed.items()),
         device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
         pretrained=ctx.meta.get("bench.pretrained", False), tag=ctx.meta.get("bench.tag"),
         tile=ctx.meta.get("bench.tile"), tile_overlap=ctx.meta.get("bench.tile_overlap"),
+        train_dataset=train_on, train_root=train_root, save_outputs=Path(save_outputs) if save_outputs else None,
     )
 
 

@@ -39,7 +39,8 @@ def _names(values: tuple[str, ...]) -> list[str]:
 
 @click.command()
 @click.option("--dataset", "-d", "datasets", multiple=True, help="Only these datasets (repeat or comma-separate) [default: all].")
-@click.option("--format", "formats", default="md,html", show_default=True, help="Comma-separated: md (leaderboard.md), html (index.html).")
+@click.option("--format", "formats", default="md,html", show_default=True,
+              help="Comma-separated: md (leaderboard.md), html (index.html), csv (leaderboard.csv: the tables' rows, for spreadsheets).")
 @click.option("--out", type=click.Path(file_okay=False), default="reports", show_default=True, help="Folder to write the report into.")
 @click.option("--images", default=None, metavar="IDS", help="Comma-separated image ids or 0-based indexes among the stored samples for the grids [default: drawn with a fixed seed].")
 @click.option("--grid-rows", type=click.IntRange(1, 64), default=4, show_default=True, help="Images per comparison grid when --images is not given.")
@@ -47,13 +48,13 @@ def _names(values: tuple[str, ...]) -> list[str]:
 @click.pass_context
 @_errors
 def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
-    """Write leaderboard.md and index.html (tables, grids, plots) from stored results."""
-    from bench.report import write_report
+    """Write leaderboard.md and index.html (overview, tables, grids, plots) and/or leaderboard.csv from stored results."""
+    from bench.report import FORMATS, write_report
 
     root = _results_dir(ctx, results)
-    bad = [f for f in _names((formats,)) if f not in ("md", "html")]
+    bad = [f for f in _names((formats,)) if f not in FORMATS]
     if bad or not _names((formats,)):
-        raise click.BadParameter(f"unknown {', '.join(bad) or '(empty)'}; choose from md, html", param_hint="'--format'")
+        raise click.BadParameter(f"unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FORMATS)}", param_hint="'--format'")
     rep = write_report(root, Path(out), _names((formats,)), _names(datasets) or None, _names((images,)) if images else None, grid_rows)
     n = sum(len(s.table.rows) for s in rep.sections)
     click.echo(f"{len(rep.sections)} table(s), {n} row(s), {len(rep.failed)} failed run(s) listed")

@@ -72,20 +72,24 @@ def check_root(dataset: str, root: str | None) -> None:
 
 
 def check_splits(spec, splits: Iterable[str]) -> None:
-    """Open every split the command will read: found, not empty, and (``--on-bad-image error``) no bad file.
+    """Open every split the command will read of the evaluation dataset: found, not empty, and
+    (``--on-bad-image error``) no bad file. The scan's outcome per file is cached on disk, so the command's
+    own reading afterwards is quick."""
+    check_split_files(spec.dataset, spec.root, spec.on_bad_image, splits)
 
-    The scan's outcome per file is cached on disk, so the command's own reading afterwards is quick."""
+
+def check_split_files(dataset: str, root: str | None, on_bad_image: str, splits: Iterable[str]) -> None:
     from bench.datasets import DATASETS
     from bench.datasets.base import DatasetError, open_split
 
     for split in dict.fromkeys(splits):
         try:
-            images = open_split(DATASETS.get(spec.dataset), split, spec.root, on_bad_image=spec.on_bad_image)
+            images = open_split(DATASETS.get(dataset), split, root, on_bad_image=on_bad_image)
         except DatasetError as exc:
             text = str(exc)
-            raise click.UsageError(text if text.startswith(spec.dataset) else f"{spec.dataset}/{split}: {text}") from None
+            raise click.UsageError(text if text.startswith(dataset) else f"{dataset}/{split}: {text}") from None
         if len(images) == 0:
-            raise click.UsageError(f"{spec.dataset}/{split}: no usable image in {images.root or spec.dataset}")
+            raise click.UsageError(f"{dataset}/{split}: no usable image in {images.root or dataset}")
 
 
 def check_param_overrides(spec, names: Sequence[str]) -> list[str]:
@@ -140,26 +144,40 @@ def unavailable_note(metric_names: Sequence[str], inception_weights: str | None)
             "recorded as unavailable in the results")
 
 
-def validate_run(spec, methods: Sequence[str], splits: Iterable[str]) -> dict:
-    """Check a run before any work; returns ``{name: recipe}``. Raises click usage errors (exit 2)."""
+def validate_run(spec, methods: Sequence[str], splits: Iterable[str], more: Sequence = (), allow_no_methods: bool = False) -> dict:
+    """Check a run before any work; returns ``{name: recipe}``. Raises click usage errors (exit 2).
+
+    ``splits`` are read of the evaluation dataset of ``spec`` and of each spec in ``more`` (other evaluation
+    datasets); the training dataset's train split is checked when a method needs training."""
     from bench.config import ConfigError
     from bench.progress import line_seconds
     from bench.registry import UnknownName
+    from bench.runner import needs_training
 
-    if not methods:
+    if not methods and not allow_no_methods:
         raise click.BadParameter("is empty; give method names (bench list methods)", param_hint="'--methods'")
     try:
-        notes = check_param_overrides(spec, methods)
+        notes = check_param_overrides(spec, methods) if methods else []
         recipes = {n: spec.recipe(n) for n in methods}
     except (UnknownName, ConfigError) as exc:
         raise _usage(exc) from None
     check_device(spec.device)
-    check_root(spec.dataset, spec.root)
     try:
         line_seconds()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    check_splits(spec, splits)
+    trains = any(needs_training(r) for r in recipes.values())
+    training_sets = {}
+    for s in (spec, *more):
+        check_root(s.dataset, s.root)
+        if s.train_root is not None:
+            check_root(s.training_dataset, s.train_root)
+        training_sets[(s.training_dataset, s.training_root)] = s
+    if trains:
+        for (dataset, root), s in training_sets.items():
+            check_split_files(dataset, root, s.on_bad_image, ["train"])
+    for s in (spec, *more):
+        check_splits(s, splits)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     return recipes

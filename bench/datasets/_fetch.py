@@ -103,7 +103,7 @@ def download(
 ) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming with ``Range`` after a broken
     connection (up to ``retries`` times in this call; a later call resumes the same ``.part``)."""
-    from bench import __version__
+    from bench._version import __version__
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -368,7 +368,7 @@ def install(
         files = {k[len(prefix):]: v for k, v in written.items() if k.startswith(prefix)}
         if not files:
             raise DatasetError(f"{archive}: holds no {spec.provides}/ folder; is it the right archive?")
-        from bench import __version__
+        from bench._version import __version__
         from bench.store import now
 
         marker = {"archive": {"name": spec.name, "url": spec.url, "size": archive.stat().st_size, **digests},

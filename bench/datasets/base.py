@@ -21,6 +21,7 @@ from bench.config import DatasetCard
 from bench.registry import Registry
 
 SPLITS = ("train", "test")
+ALL = "all"  # every image of the dataset as one set: for test-only sets, and models trained elsewhere
 BAD_IMAGE_POLICIES = ("skip", "error")
 
 
@@ -56,14 +57,17 @@ class ImageSet(Dataset, abc.ABC):
     name: ClassVar[str] = ""
     data_name: ClassVar[str] = ""  # card and data folder, when several registered names share one dataset
     needs_root: ClassVar[bool] = True
+    #: True for loaders that list split ``all`` (every image) themselves; for the others :func:`open_split`
+    #: joins the train and test splits.
+    whole_set: ClassVar[bool] = False
     #: A plugin without a card file may carry its card here (same keys as ``bench/datasets/cards/*.yaml``).
     card_data: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, split: str, root: str | os.PathLike | None = None, *, on_bad_image: str = "skip", decode_check: bool = True):
         """``on_bad_image``: ``skip`` leaves bad files out (named in ``skipped``), ``error`` refuses the
         split. ``decode_check=False`` lists files without decoding them (a quick inventory)."""
-        if split not in SPLITS:
-            raise DatasetError(f"{self.name}: unknown split {split!r}; choices: {', '.join(SPLITS)}")
+        if split not in SPLITS and not (split == ALL and self.whole_set):
+            raise DatasetError(f"{self.name}: unknown split {split!r}; choices: {', '.join((*SPLITS, ALL))}")
         if on_bad_image not in BAD_IMAGE_POLICIES:
             raise DatasetError(f"unknown bad-image policy {on_bad_image!r}; choices: {', '.join(BAD_IMAGE_POLICIES)}")
         self.split = split
@@ -177,11 +181,64 @@ DATASETS: Registry[type[ImageSet]] = Registry("dataset", "colorbench.datasets", 
 
 
 def open_split(cls: type[ImageSet], split: str, root: str | os.PathLike | None = None, **options: Any) -> ImageSet:
-    """``cls(split, root, **options)``, leaving out options a plugin's ``__init__`` does not accept."""
+    """``cls(split, root, **options)``, leaving out options a plugin's ``__init__`` does not accept. Split
+    ``all`` is every image as one set: the loader's own when it lists one, else train and test joined."""
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         options = {k: v for k, v in options.items() if k in params}
+    if split == ALL and not cls.whole_set:
+        return JoinedSplits([cls(s, root, **options) for s in SPLITS])
     return cls(split, root, **options)
+
+
+class JoinedSplits(ImageSet):
+    """Several splits of one dataset read as one set (split ``all``), with everything each part found."""
+
+    def __init__(self, parts: list[ImageSet]):
+        first = parts[0]
+        self.name, self.data_name, self.needs_root = first.name, first.data_name, first.needs_root
+        self.split, self.on_bad_image, self.decode_check = ALL, first.on_bad_image, first.decode_check
+        self.card, self.root, self.parts = first.card, first.root, parts
+        self.index = [(k, i) for k, part in enumerate(parts) for i in range(len(part))]
+        ids = [part.image_id(i) for part in parts for i in range(len(part))]
+        dup = len(ids) - len(set(ids))
+        self.prefix = dup > 0  # ids must stay unique across the joined splits
+        self.skipped = [s for part in parts for s in part.skipped]
+        self.ignored = [s for part in parts for s in part.ignored]
+        self.gray = [self._id(k, g) for k, part in enumerate(parts) for g in part.gray]
+        self.converted = {}
+        for part in parts:
+            for key, n in part.converted.items():
+                self.converted[key] = self.converted.get(key, 0) + n
+        self._identity = None
+
+    def _id(self, k: int, image_id: str) -> str:
+        return f"{self.parts[k].split}/{image_id}" if self.prefix else image_id
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def image_id(self, i: int) -> str:
+        k, j = self.index[i]
+        return self._id(k, self.parts[k].image_id(j))
+
+    def load(self, i: int) -> Tensor:
+        k, j = self.index[i]
+        return self.parts[k].load(j)
+
+    def fingerprint_parts(self) -> list[str]:
+        return [f"{part.split}|{f}" for part in self.parts for f in part.fingerprint_parts()]
+
+    def check_official(self) -> tuple[bool | None, str]:
+        verdicts = [part.official() for part in self.parts]
+        notes = "; ".join(f"{part.split}: {note}" for part, (_, note) in zip(self.parts, verdicts))
+        if any(ok is False for ok, _ in verdicts):
+            return False, notes
+        return (True if all(ok for ok, _ in verdicts) else None), notes
+
+    def short_sides(self) -> list[int] | None:
+        sides = [part.short_sides() for part in self.parts]
+        return None if any(s is None for s in sides) else [x for s in sides for x in s]
 
 
 def file_fingerprint(path: Path, rel_to: Path) -> str:

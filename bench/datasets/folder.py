@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.datasets._files import FileImageSet, list_files
-from bench.datasets.base import DATASETS, DatasetNotFound, hash_split
+from bench.datasets.base import ALL, DATASETS, DatasetNotFound, hash_split
 from bench.datasets.io import IMAGE_SUFFIXES
 
 
 @DATASETS.register("folder", "Any folder of images (--root DIR); split by a hash of each relative path")
 class Folder(FileImageSet):
     name = "folder"
+    whole_set = True  # split ``all``: every image of the folder, whatever the hash split would give
 
     def __init__(self, split: str, root=None, **kwargs):
         if root is None:
@@ -25,7 +26,7 @@ class Folder(FileImageSet):
         images, others = list_files(self.root)
         if not images:
             raise DatasetNotFound(f"folder: no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
-        mine = lambda p: hash_split(p.relative_to(self.root).as_posix(), test_fraction) == self.split
+        mine = lambda p: self.split == ALL or hash_split(p.relative_to(self.root).as_posix(), test_fraction) == self.split
         files = [p for p in images if mine(p)]
         if not files:
             raise DatasetNotFound(

@@ -14,12 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.datasets._files import FileImageSet, list_files
-from bench.datasets.base import DATASETS, DatasetNotFound, hash_split
+from bench.datasets.base import ALL, DATASETS, DatasetNotFound, hash_split
 
 
 @DATASETS.register("landscape", "Landscape Pictures (Kaggle arnaud58/landscape-pictures, 4,319 JPGs); 90/10 split by file-name hash")
 class Landscape(FileImageSet):
     name = "landscape"
+    whole_set = True
 
     def split_files(self) -> tuple[list[Path], list[Path]]:
         if not self.root.is_dir():
@@ -32,7 +33,7 @@ class Landscape(FileImageSet):
             raise DatasetNotFound(f"landscape: no images under {self.root}; run 'bench data fetch landscape' for instructions")
         self.total_files = len(images)
         fraction = float(self.card.splits.get("test_fraction", 0.1))
-        mine = lambda p: hash_split(p.name, fraction) == self.split
+        mine = lambda p: self.split == ALL or hash_split(p.name, fraction) == self.split
         return [p for p in images if mine(p)], [p for p in others if mine(p)]
 
     def check_official(self) -> tuple[bool | None, str]:

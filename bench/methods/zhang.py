@@ -82,6 +82,9 @@ class ZhangParams:
     top_k: int = 5
     prior_images: int | None = None  # images of the split the prior is counted on: None = all, else evenly spaced
     prior_pixels_per_image: int = 65536  # a regular pixel stride keeps at most this many per image
+    # The number of bins when the table comes with the weights (an imported published model: the table is
+    # then the checkpoint's ``bins`` buffer); such a recipe cannot train from scratch.
+    n_bins: int | None = None
 
     def __post_init__(self):
         if not self.width > 0:
@@ -101,10 +104,14 @@ class ZhangParams:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.prior_lambda <= 1:
             raise ValueError(f"prior_lambda must be in (0, 1], got {self.prior_lambda}")
+        if self.n_bins is not None and (self.n_bins < 2 or self.bins_file is not None):
+            raise ValueError(f"n_bins (the size of a table that comes with the weights) must be >= 2 and excludes bins_file, got {self.n_bins}")
         if self.bins_file is not None:
             load_bin_table(self.bins_file)  # fail at recipe load, naming the file, not at step 0
 
     def bins(self) -> Tensor:
+        if self.n_bins is not None:  # filled in by load_state_dict from the weights that carry the table
+            return torch.zeros(self.n_bins, 2)
         return load_bin_table(self.bins_file) if self.bins_file is not None else gamut_bins(self.gamut_rule)
 
 
@@ -244,6 +251,69 @@ class ECCV16Net(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------
+# The authors' released PyTorch weights
+
+
+#: Zhang et al.'s released ECCV16 model (richzhang/colorization, ``colorizers/eccv16.py``). Its file name
+#: carries the first hex digits of its SHA-256, as torch hub names files.
+ECCV16_RELEASE = {
+    "file": "colorization_release_v2-9b330a0b.pth",
+    "url": "https://colorizers.s3.us-east-2.amazonaws.com/colorization_release_v2-9b330a0b.pth",
+    "sha256_prefix": "9b330a0b",
+    "ab_norm": 110.0,  # their unnormalize_ab; L enters as (L - 50) / 100 as in ECCV16Net
+}
+
+# Their net is eight Sequentials: blocks 1-7 are (conv, ReLU) x n then BatchNorm (n = 2, 2, 3, 3, 3, 3, 3),
+# block 8 is transposed conv, ReLU, (conv, ReLU) x 2, then the 1x1 conv to 313 logits; ``model_out`` is a
+# bias-free 1x1 conv from the softmax to ab / 110 whose weights are the bin centres. Ours is one Sequential
+# with the same layers in the same order, so the parametrised layers pair up one to one.
+_PUBLISHED_LAYERS = [f"model{k}.{2 * i}" for k, n in zip(range(1, 8), (2, 2, 3, 3, 3, 3, 3)) for i in range(n + 1)]
+_PUBLISHED_LAYERS += [f"model8.{i}" for i in (0, 2, 4, 6)]
+
+
+def state_from_published_eccv16(published: dict[str, Tensor], where: str = "the weights") -> dict[str, Tensor]:
+    """Zhang et al.'s released ECCV16 state dict as the state dict of our ``zhang`` adapter.
+
+    The logits layer is theirs key for key; the bin table is their ``model_out`` weight (2, Q, 1, 1) times
+    110, so decoding with ``temperature: 1`` (the plain mean of the softmax) is their forward exactly. The
+    prior buffers (used only in training) are left uniform.
+    """
+    def need(key: str) -> Tensor:
+        if key not in published:
+            raise ValueError(f"{where}: no {key!r}: not Zhang et al.'s ECCV16 release (expected keys model1.0.weight ... model_out.weight)")
+        return published[key]
+
+    out_w = need("model_out.weight")
+    if out_w.dim() != 4 or out_w.shape[0] != 2 or out_w.shape[2:] != (1, 1):
+        raise ValueError(f"{where}: model_out.weight has shape {tuple(out_w.shape)}; expected (2, Q, 1, 1)")
+    q = out_w.shape[1]
+    bins = out_w[:, :, 0, 0].T.double() * ECCV16_RELEASE["ab_norm"]
+    with torch.device("meta"):  # names and shapes only: no memory, no random initialisation
+        net = ECCV16Net(q)
+    ours = [(name, m) for name, m in net.body.named_children() if any(True for _ in m.parameters(recurse=False))]
+    if len(ours) != len(_PUBLISHED_LAYERS):  # the two lists describe one architecture
+        raise AssertionError(f"ECCV16Net has {len(ours)} parametrised layers, the release {len(_PUBLISHED_LAYERS)}")
+    state: dict[str, Tensor] = {}
+    for (idx, module), theirs in zip(ours, _PUBLISHED_LAYERS):
+        for key, value in module.state_dict().items():
+            src = f"{theirs}.{key}"
+            if key == "num_batches_tracked" and src not in published:
+                state[f"net.body.{idx}.{key}"] = torch.zeros((), dtype=torch.long)  # files saved before torch 0.4.1 lack it; unused in eval
+                continue
+            got = need(src)
+            if got.shape != value.shape:
+                raise ValueError(f"{where}: {src} has shape {tuple(got.shape)}; the ECCV16 net needs {tuple(value.shape)}")
+            state[f"net.body.{idx}.{key}"] = got.to(dtype=value.dtype)
+    extra = sorted(set(published) - {f"{t}.{k}" for t in _PUBLISHED_LAYERS for k in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")} - {"model_out.weight"})
+    if extra:
+        raise ValueError(f"{where}: unexpected keys {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}: not the ECCV16 release")
+    state["bins"] = bins.float()
+    state["prior"] = torch.full((q,), 1.0 / q)
+    state["prior_pixels"] = torch.zeros((), dtype=torch.long)
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
 # The adapter
 
 
@@ -263,6 +333,9 @@ class Zhang(Method):
     def prepare_split(self, data: Any) -> None:
         """The smoothed empirical ab prior of the training split (counted once per split, then cached)."""
         p = self.params
+        if p.n_bins is not None:
+            raise ValueError("zhang: params.n_bins means the bin table comes with imported weights; such a model "
+                             "is evaluated (bench run --checkpoint FILE), not trained from scratch")
         counts, path, hit = split_ab_counts(data, self.bins, p.prior_images, p.prior_pixels_per_image)
         counts = counts.to(self.bins.device)
         self.prior.copy_(smooth_prior((counts / counts.sum()).float(), self.bins, p.prior_sigma))

@@ -22,8 +22,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib.util
 import math
 import warnings
@@ -35,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from bench.metrics.base import METRICS, Batch, Metric, SetMetric
+from bench.store import file_sha256
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256_PREFIX = "6726825d"  # torch hub naming: the file name carries its SHA-256 prefix
@@ -49,20 +48,6 @@ class WeightsError(RuntimeError):
 def hub_checkpoints() -> Path:
     """Where torch.hub (and so torch-fidelity and torchvision) caches weights: $TORCH_HOME/hub/checkpoints."""
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    return _sha256(str(path), st.st_size, st.st_mtime)
 
 
 def load_tensors_only(path: Path) -> Any:

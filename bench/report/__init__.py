@@ -1,8 +1,9 @@
 """Leaderboards (Markdown, a self-contained HTML page) and pictures, from stored results only.
 
-:mod:`.model` reads the result store into groups and tables, :mod:`.figures` draws grids, distributions and
-loss curves (with :mod:`.plots`), :mod:`.markdown` and :mod:`.html` render the one model twice. A report
-never recomputes a metric.
+:mod:`.model` reads the result store into groups, settings and tables, :mod:`.overview` puts the tables'
+PSNR and SSIM side by side, :mod:`.figures` draws grids, distributions and loss curves (with :mod:`.plots`),
+:mod:`.markdown` and :mod:`.html` render the one model twice and :mod:`.spreadsheet` writes its rows as
+CSV. A report never recomputes a metric.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from typing import Sequence
 
 from bench.report.figures import distribution_figure, grid_figure, losses_figure
 from bench.report.model import (
-    _PLOT_PREFIXES, DEFAULT_GRID_ROWS, PLOTS_DIR, Figure, Report, ReportError, Section, build_table, group_results,
-    load_results,
+    _PLOT_PREFIXES, DEFAULT_GRID_ROWS, PLOTS_DIR, Figure, Report, ReportError, Section, build_seed_table, build_table,
+    entries_of, group_results, read_results,
 )
+from bench.report.overview import build_overview
 from bench.store import write_text_atomic
 
-__all__ = ["Report", "ReportError", "build_report", "load_results", "write_report"]
+__all__ = ["FORMATS", "Report", "ReportError", "build_report", "read_results", "write_report"]
+
+FORMATS = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv"}
 
 
 def build_report(root: Path, out: Path, datasets: Sequence[str] | None = None, images: Sequence[str] | None = None,
                  grid_rows: int = DEFAULT_GRID_ROWS, pictures: bool = True) -> Report:
-    ok, failed = load_results(root, datasets)
+    ok, failed = read_results(root, datasets)
     if not ok and not failed:
         raise ReportError(f"no results under {root / 'eval'}; run e.g. 'bench run --methods gray,kmeans32 --dataset samples' first")
     sections = []
@@ -40,22 +44,25 @@ def build_report(root: Path, out: Path, datasets: Sequence[str] | None = None, i
             for fig in (distribution_figure(group, out, notes), losses_figure(group, root, out, notes)):
                 if fig is not None:
                     figures.append(fig)
-        sections.append(Section(group, build_table(group), figures, notes))
+        entries = entries_of(group)
+        sections.append(Section(group, build_table(group, entries), figures, notes, entries, build_seed_table(group, entries)))
     if images and unmatched_everywhere:
         raise ReportError(f"--images: {', '.join(sorted(unmatched_everywhere))} matched no stored sample (give stored ids or 0-based indexes)")
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return Report(root, sections, failed, created)
+    return Report(root, sections, failed, created, overview=build_overview(sections))
 
 
 def write_report(root: Path, out: Path, formats: Sequence[str] = ("md", "html"), datasets: Sequence[str] | None = None,
                  images: Sequence[str] | None = None, grid_rows: int = DEFAULT_GRID_ROWS) -> Report:
-    """Build the report and write ``leaderboard.md`` and/or ``index.html`` (+ ``plots/``) into ``out``."""
+    """Build the report and write ``leaderboard.md``, ``index.html`` (+ ``plots/``) and/or ``leaderboard.csv``
+    into ``out``. Pictures are drawn only for the Markdown and HTML pages."""
     from bench.report.html import render_html
     from bench.report.markdown import render_markdown
+    from bench.report.spreadsheet import render_csv
 
-    bad = [f for f in formats if f not in ("md", "html")]
+    bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
-        raise ReportError(f"--format: unknown {', '.join(bad) or '(empty)'}; choose from md, html")
+        raise ReportError(f"--format: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(FORMATS)}")
     created = None  # the outermost folder this call creates: removed again if no report can be made
     if not out.exists():
         created = out
@@ -63,14 +70,15 @@ def write_report(root: Path, out: Path, formats: Sequence[str] = ("md", "html"),
             created = created.parent
     out.mkdir(parents=True, exist_ok=True)
     try:
-        report = build_report(root, out, datasets, images, grid_rows)
+        report = build_report(root, out, datasets, images, grid_rows, pictures=bool({"md", "html"} & set(formats)))
     except BaseException:
         if created is not None:  # e.g. no results yet: leave no empty reports/ folder behind
             shutil.rmtree(created, ignore_errors=True)
         raise
     written = {out / f.path for s in report.sections for f in s.figures}
     plots_dir = out / PLOTS_DIR
-    if plots_dir.is_dir():  # drop our own pictures of earlier reports that this one no longer has
+    pictures = bool({"md", "html"} & set(formats))  # a CSV alone draws none, and leaves the pages' pictures be
+    if pictures and plots_dir.is_dir():  # drop our own pictures of earlier reports that this one no longer has
         for p in plots_dir.glob("*.png"):
             if p.name.startswith(_PLOT_PREFIXES) and p not in written:
                 p.unlink()
@@ -80,5 +88,8 @@ def write_report(root: Path, out: Path, formats: Sequence[str] = ("md", "html"),
     if "html" in formats:
         write_text_atomic(out / "index.html", render_html(report))
         report.files.append(out / "index.html")
+    if "csv" in formats:
+        write_text_atomic(out / "leaderboard.csv", render_csv(report))
+        report.files.append(out / "leaderboard.csv")
     report.files += sorted(written)
     return report

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from bench.report import plots
 from bench.report.model import (
-    DEFAULT_GRID_ROWS, GRID_SEED, PLOTS_DIR, Figure, Group, ReportError, Stored, _arrow, leaderboard_order,
+    DEFAULT_GRID_ROWS, GRID_SEED, PLOTS_DIR, Figure, Group, ReportError, Stored, _arrow, entries_of, leaderboard_order,
     metric_columns, row_labels,
 )
 
@@ -76,8 +76,14 @@ def _grayscale(rgb):
 
 
 def grid_figure(group: Group, out: Path, wanted: Sequence[str] | None, n: int, notes: list[str]) -> tuple[Figure | None, list[str]]:
-    """The comparison grid of a group: rows = images, columns = grayscale input, each method, ground truth."""
-    members = [r for r in leaderboard_order(group) if r.data.get("samples")]
+    """The comparison grid of a group: rows = images, columns = grayscale input, each setting (its lowest seed
+    with stored samples, where it has several), ground truth."""
+    members, labels = [], []
+    for e in entries_of(group):
+        r = next((r for r in e.results if r.data.get("samples")), None)
+        if r is not None:
+            members.append(r)
+            labels.append(f"{e.label} (seed {r.seed})" if e.aggregated else e.label)
     if not members:
         notes.append("no stored sample images: no comparison grid")
         return None, list(wanted or [])
@@ -87,7 +93,6 @@ def grid_figure(group: Group, out: Path, wanted: Sequence[str] | None, n: int, n
         notes.append("the methods stored samples of different images: no comparison grid")
         return None, list(wanted or [])
     chosen, unmatched = pick_grid_images(common, wanted, n)
-    labels = _labels(members)
     rows = []
     for image_id in chosen:
         truth_path = next((m[image_id][1] for m in maps if m[image_id][1] is not None and m[image_id][1].exists()), None)

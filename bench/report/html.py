@@ -6,7 +6,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from bench.report.model import BASELINE_METHOD, Report, Section, describe_group, warnings_of
+from bench.report.markdown import LEGEND, OVERVIEW_TEXT, SEEDS_LEGEND
+from bench.report.model import BASELINE_METHOD, Report, TableModel, describe_group, warnings_of
 
 
 def e(text: Any) -> str:
@@ -34,6 +35,9 @@ tr.baseline td:first-child{font-style:italic}
 sup{color:var(--muted)}
 figure{margin:18px 0}figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:4px}
 ol.notes{margin:4px 0 0 0;padding-left:22px}
+th a{color:inherit}
+details.seeds{margin:8px 0}details.seeds summary{cursor:pointer;color:var(--accent);font-size:14px}
+tr.mean td:nth-child(2){font-style:italic}
 code{font-size:13px}
 """
 
@@ -58,7 +62,7 @@ _JS = """
   Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function(table){
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function(th, col){
       th.tabIndex = 0;
-      th.addEventListener('click', function(){ sortTable(table, col, th); });
+      th.addEventListener('click', function(ev){ if (!ev.target.closest('a')) sortTable(table, col, th); });  // a heading's link opens its table
       th.addEventListener('keydown', function(ev){ if (ev.key === 'Enter' || ev.key === ' '){ ev.preventDefault(); sortTable(table, col, th); } });
     });
   });
@@ -70,28 +74,33 @@ def _attr(name: str, value: Any) -> str:
     return "" if value is None else f' {name}="{e(value)}"'
 
 
-def _html_table(section: Section, idx: int) -> list[str]:
-    t = section.table
-    out = [f'<div class="scroll"><table class="sortable" id="table-{idx}">', "<thead><tr>"]
+def _html_table(t: TableModel, idx: str) -> list[str]:
+    out = [f'<div class="scroll"><table class="sortable" id="table-{e(idx)}">', "<thead><tr>"]
     for h in t.headers:
+        text = f'<a href="#{e(h.link)}">{e(h.text)}</a>' if h.link else e(h.text)
         out.append(f'<th scope="col"{_attr("class", "num" if h.numeric else None)}{_attr("data-type", "num" if h.numeric else "text")}'
-                   f'{_attr("data-key", h.key)}{_attr("title", h.title)}>{e(h.text)}</th>')
+                   f'{_attr("data-key", h.key)}{_attr("title", h.title)}>{text}</th>')
     out.append("</tr></thead><tbody>")
+    seed_col = next((k for k, h in enumerate(t.headers) if h.key == "seed"), None)
     for row in t.rows:
-        cls = "baseline" if row[0].sort == BASELINE_METHOD else None  # the sort key is the method, the text its label
-        out.append(f"<tr{_attr('class', cls)}>")
+        classes = []
+        if row[0].sort == BASELINE_METHOD:  # the sort key is the method, the text its label
+            classes.append("baseline")
+        if seed_col is not None and row[seed_col].text.startswith("mean"):
+            classes.append("mean")
+        out.append(f"<tr{_attr('class', ' '.join(classes) or None)}>")
         for h, c in zip(t.headers, row):
             body = e(c.text)
             if c.bold:
                 body = f"<strong>{body}</strong>"
             if c.note:
-                body += f'<sup><a href="#note-{idx}-{c.note}">{c.note}</a></sup>'
+                body += f'<sup><a href="#note-{e(idx)}-{c.note}">{c.note}</a></sup>'
             sort = None if c.sort is None else (repr(c.sort) if isinstance(c.sort, float) else c.sort)
             out.append(f"<td{_attr('class', 'num' if h.numeric else None)}{_attr('data-sort', sort)}{_attr('title', c.title)}>{body}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
     if t.notes:
-        out.append('<ol class="notes">' + "".join(f'<li id="note-{idx}-{i}">{e(n)}</li>' for i, n in enumerate(t.notes, 1)) + "</ol>")
+        out.append('<ol class="notes">' + "".join(f'<li id="note-{e(idx)}-{i}">{e(n)}</li>' for i, n in enumerate(t.notes, 1)) + "</ol>")
     return out
 
 
@@ -101,19 +110,32 @@ def render_html(report: Report) -> str:
            "<title>colorbench leaderboard</title>", f"<style>{_CSS}</style></head><body><main>",
            "<h1>colorbench leaderboard</h1>",
            f'<p class="meta">Generated {e(report.created)} from the results under <code>{e(report.root)}</code>. '
-           "Values are read from stored results, never recomputed. Click a column heading to sort; "
-           "± is half the width of the stored 95% confidence interval; bold is the best value of a column.</p>"]
+           f"Values are read from stored results, never recomputed. Click a column heading to sort. {e(LEGEND)}</p>"]
     if len(report.sections) > 1 or report.failed:
         links = [f'<a href="#section-{i}">{e(s.group.title)}</a>' for i, s in enumerate(report.sections)]
         if report.failed:
             links.append('<a href="#failed">failed runs</a>')
         out.append("<nav>" + "".join(links) + "</nav>")
+    if report.overview is not None:
+        ov = report.overview
+        out.append('<section id="overview"><h2>Overview</h2>')
+        out.append(f'<p class="desc">{e(OVERVIEW_TEXT)}</p>')
+        out += [f'<p class="warn">{e(w)}</p>' for w in ov.warnings]
+        out += _html_table(ov.table, "overview")
+        out.append("</section>")
     for i, s in enumerate(report.sections):
         out.append(f'<section id="section-{i}"{_attr("data-dataset", s.group.dataset)}{_attr("data-split", s.group.split)}>')
         out.append(f"<h2>{e(s.group.title)}</h2>")
         out += [f'<p class="warn">{e(w)}</p>' for w in warnings_of(s)]
         out.append(f'<p class="desc">{e(describe_group(s.group))}</p>')
-        out += _html_table(s, i)
+        out += _html_table(s.table, str(i))
+        if s.seeds is not None:
+            out.append(f'<p class="desc">{e(SEEDS_LEGEND)}</p>')
+            settings = sum(1 for en in s.entries if en.aggregated)
+            out.append(f'<details class="seeds" id="seeds-{i}"><summary>each seed\'s own row ({len(s.seeds.rows)} rows of '
+                       f'{settings} setting{"s" if settings != 1 else ""})</summary>')
+            out += _html_table(s.seeds, f"{i}-seeds")
+            out.append("</details>")
         for f in s.figures:
             out.append(f'<figure class="{e(f.kind)}"><img src="{e(f.path.as_posix())}" alt="{e(f.caption)}" loading="eager">'
                        f"<figcaption>{e(f.caption)}</figcaption></figure>")

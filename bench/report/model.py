@@ -4,9 +4,11 @@ A report reads the result store (result JSONs, their per-image CSVs, the sample 
 each training run's ``losses.csv``); it never recomputes a metric. Results are grouped into tables by
 what makes numbers comparable: dataset, split, content hash, evaluation protocol, the scale images were
 predicted at (work size) and schema version. Results of one dataset that differ in any of those get
-separate tables under a heading that says so. Within a table, a row is one result: several settings of
-one method are several rows, each labelled with how it differs (``unet · gpu · lr=0.0003``), and a
-column says how the network ran over the images (whole, or in tiles).
+separate tables under a heading that says so. Within a table, a row is one setting of a method: several
+settings are several rows, each labelled with how it differs (``unet · gpu · lr=0.0003``); several seeds
+of one setting are one row of their mean ± sample standard deviation (n - 1), each seed's own row kept in
+a table of seeds below. Columns say what each model was trained on, where it came from (trained here,
+a checkpoint, published weights, outputs made elsewhere) and how the network ran over the images.
 
 The model of a table (:class:`TableModel`: headers, cells, notes) is built here once and rendered twice
 (:mod:`.markdown`, :mod:`.html`), so the Markdown and HTML pages can never disagree.
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bench.identity import labels, result_id
+from bench.identity import labels, result_id, source_of, source_text, trained_on
 from bench.store import iter_results, short_hash
 
 BASELINE_METHOD = "gray"
@@ -72,8 +75,10 @@ class Stored:
         prediction = self.data.get("prediction")
         if isinstance(prediction, dict):
             return prediction.get("short_side")
-        # schema 1: full images recorded the work size; fixed-size views were cut at the protocol's resize
         protocol = (self.data.get("dataset") or {}).get("eval_protocol") or {}
+        if source_of(self.data).get("kind") == "external":  # outputs made elsewhere, scored at the protocol's scale
+            return protocol.get("short_side")
+        # schema 1: full images recorded the work size; fixed-size views were cut at the protocol's resize
         return self.data.get("work_size") or protocol.get("resize_short")
 
     def identity(self) -> tuple[str, str, str, str, str, str]:
@@ -84,7 +89,7 @@ class Stored:
                 str(self.work_size))
 
 
-def load_results(root: Path, datasets: Sequence[str] | None = None) -> tuple[list[Stored], list[Stored]]:
+def read_results(root: Path, datasets: Sequence[str] | None = None) -> tuple[list[Stored], list[Stored]]:
     """(successful, failed) results under ``root``, optionally only those of ``datasets``."""
     try:
         stored = [Stored(p, d) for p, d in iter_results(root)]
@@ -111,6 +116,7 @@ class Cell:
     title: str | None = None  # tooltip (HTML) with detail: CI bounds, full recipe
     note: int | None = None  # footnote number
     half: float | None = None  # metric cells: half-width of the stored 95% CI
+    sd: float | None = None  # metric cells over several seeds: sample standard deviation (n - 1) of their means
 
 
 @dataclass
@@ -119,6 +125,7 @@ class Header:
     text: str
     numeric: bool = False
     title: str | None = None
+    link: str | None = None  # the overview: the id of the section whose full table a heading opens
 
 
 @dataclass
@@ -227,17 +234,92 @@ def _seconds(s: Any) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _mean(entry: Any) -> float | None:
+def stored_mean(entry: Any) -> float | None:
+    """A metric entry's stored mean, or None where the metric was unavailable or holds no number."""
     if not isinstance(entry, dict) or entry.get("available") is False:
         return None
     v = entry.get("mean")
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def build_table(group: Group) -> TableModel:
-    """The leaderboard of one group: a row per result (one per method, setting and seed), the gray baseline
-    always present."""
+# --------------------------------------------------------------------------------------------------
+# Settings: one row per setting of a method, its seeds folded into one
+
+
+@dataclass
+class Entry:
+    """One setting of a method in a table (one label) with its results, one per seed. Several seeds make
+    one row of their mean and sample standard deviation; each seed's own row is in the table of seeds."""
+
+    label: str
+    results: list[Stored]  # ordered by seed
+
+    @property
+    def first(self) -> Stored:
+        return self.results[0]
+
+    @property
+    def method(self) -> str:
+        return self.first.method
+
+    @property
+    def aggregated(self) -> bool:
+        return len(self.results) > 1
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [r.seed for r in self.results]
+
+    def values(self, metric: str) -> list[float]:
+        """The stored means of ``metric``, one per seed that has it."""
+        values = (stored_mean((r.data.get("metrics") or {}).get(metric)) for r in self.results)
+        return [v for v in values if v is not None]
+
+    def mean(self, metric: str) -> float | None:
+        """The mean over seeds of the stored means (a single result: its stored mean)."""
+        values = self.values(metric)
+        return statistics.fmean(values) if values else None
+
+    def sd(self, metric: str) -> float | None:
+        """The sample standard deviation (n - 1) over seeds of the stored means; None for fewer than two."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else None
+
+
+def entries_of(group: Group) -> list[Entry]:
+    """The settings of a group in leaderboard order: best first by the first metric with a direction (the
+    mean over seeds), settings without it last. Results whose labels read alike are seeds of one setting
+    (:func:`bench.identity.labels` tells every other difference apart)."""
+    by_label: dict[str, list[Stored]] = {}
+    for r, label in zip(group.results, row_labels(group.results)):
+        by_label.setdefault(label, []).append(r)
+    out = [Entry(label, sorted(rs, key=lambda r: (r.seed is None, r.seed or 0))) for label, rs in by_label.items()]
     columns = metric_columns(group.results)
+    return sorted(out, key=lambda e: _entry_order(e, columns))
+
+
+def _entry_order(e: Entry, columns: list[tuple[str, dict]]) -> tuple:
+    tail = (e.method, e.label, e.seeds[0] or 0)
+    for name, entry in columns:
+        hib = entry.get("higher_is_better")
+        if hib is None:
+            continue
+        v = e.mean(name)
+        return (v is None, -(v or 0.0) if hib else (v or 0.0), *tail)
+    return (False, 0.0, *tail)
+
+
+def leaderboard_order(group: Group) -> list[Stored]:
+    """The group's results as the tables list them, seeds of one setting together (pictures use it too)."""
+    return [r for e in entries_of(group) for r in e.results]
+
+
+def row_labels(results: Sequence[Stored]) -> list[str]:
+    """Each row's label: the method, and where a table holds several settings of it, how they differ."""
+    return labels([r.data for r in results])
+
+
+def _headers(columns: list[tuple[str, dict[str, Any]]]) -> list[Header]:
     headers = [Header("method", "method"), Header("seed", "seed", numeric=True)]
     for name, entry in columns:
         unit = entry.get("unit") or ""
@@ -246,16 +328,26 @@ def build_table(group: Group) -> TableModel:
         text = f"{name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
         way = "higher is better" if hib is True else "lower is better" if hib is False else "no better direction"
         headers.append(Header(f"metric:{name}", text, numeric=True, title=f"{way}. {entry.get('convention', '')}".strip()))
-    headers += [
+    return headers + [
+        Header("trained_on", "trained on", title="the data the model was trained on (a train split), where it is known"),
+        Header("source", "source", title="trained here, no training, a checkpoint file, published weights, or outputs "
+                                         "made elsewhere (external)"),
         Header("images", "images", numeric=True), Header("train", "train time", numeric=True),
         Header("recipe", "recipe"), Header("predicted", "predicted", title="how the network ran over each image: whole, "
                                                                               "or in overlapping tiles (size/overlap in px)"),
         Header("date", "date"), Header("commit", "commit"),
     ]
+
+
+def build_table(group: Group, entries: Sequence[Entry] | None = None) -> TableModel:
+    """The leaderboard of one group: a row per setting of a method (the mean ± sample standard deviation
+    over its seeds where it has several), the gray baseline always present."""
+    entries = entries_of(group) if entries is None else entries
+    columns = metric_columns(group.results)
+    headers = _headers(columns)
     table = TableModel(headers, [])
-    ordered = leaderboard_order(group)
-    for r, label in zip(ordered, row_labels(ordered)):
-        table.rows.append(_row(r, columns, table, label))
+    for e in entries:
+        table.rows.append(_aggregate_row(e, columns, table) if e.aggregated else _row(e.first, columns, table, e.label))
     if not any(r.method == BASELINE_METHOD for r in group.results):
         note = table.add_note(
             f"the {BASELINE_METHOD} baseline has no result here; run: bench run --methods {BASELINE_METHOD} "
@@ -263,7 +355,7 @@ def build_table(group: Group) -> TableModel:
         )
         table.rows.append([Cell(BASELINE_METHOD, BASELINE_METHOD, note=note)] + [Cell("not run") for _ in headers[1:]])
     for k, (name, entry) in enumerate(columns):
-        _finish_metric_column(table, 2 + k, entry.get("higher_is_better"))
+        finish_metric_column(table, 2 + k, entry.get("higher_is_better"))
     conventions = {name: {str((r.data.get("metrics") or {}).get(name, {}).get("convention")) for r in group.results
                           if isinstance((r.data.get("metrics") or {}).get(name), dict)} for name, _ in columns}
     for name, convs in conventions.items():
@@ -273,30 +365,25 @@ def build_table(group: Group) -> TableModel:
     return table
 
 
-def leaderboard_order(group: Group) -> list[Stored]:
-    """The group's results as the table lists them (pictures use the same order)."""
+def build_seed_table(group: Group, entries: Sequence[Entry] | None = None) -> TableModel | None:
+    """Each seed's own row, for the settings the leaderboard shows as a mean over seeds (None: there are none)."""
+    entries = entries_of(group) if entries is None else entries
+    folded = [e for e in entries if e.aggregated]
+    if not folded:
+        return None
     columns = metric_columns(group.results)
-    return sorted(group.results, key=lambda r: _row_order(r, columns))
+    table = TableModel(_headers(columns), [])
+    for e in folded:
+        table.rows += [_row(r, columns, table, e.label) for r in e.results]
+    for k, (name, entry) in enumerate(columns):
+        finish_metric_column(table, 2 + k, entry.get("higher_is_better"), bold=False)
+    return table
 
 
-def _row_order(r: Stored, columns: list[tuple[str, dict]]) -> tuple:
-    """Best first by the first metric with a direction; rows without it last."""
-    for name, entry in columns:
-        hib = entry.get("higher_is_better")
-        if hib is None:
-            continue
-        v = _mean((r.data.get("metrics") or {}).get(name))
-        return (v is None, -(v or 0.0) if hib else (v or 0.0), r.method, r.seed or 0)
-    return (False, 0.0, r.method, r.seed or 0)
-
-
-def row_labels(results: Sequence[Stored]) -> list[str]:
-    """Each row's label: the method, and where a table holds several settings of it, how they differ."""
-    return labels([r.data for r in results])
-
-
-def _predicted(d: dict[str, Any]) -> str:
+def predicted_text(d: dict[str, Any]) -> str:
     prediction = d.get("prediction")
+    if source_of(d).get("kind") == "external":
+        return "elsewhere"
     if not isinstance(prediction, dict):
         return "whole (schema 1)"
     if prediction.get("tile"):
@@ -304,61 +391,239 @@ def _predicted(d: dict[str, Any]) -> str:
     return "whole"
 
 
+def _metric_cell(entry: Any, name: str, table: TableModel) -> Cell:
+    value = stored_mean(entry)
+    if entry is None:
+        return Cell("—", None, title="not computed in this run")
+    if value is None:
+        reason = (entry.get("reason") if isinstance(entry, dict) else None) or "no value stored"
+        return Cell("n/a", None, title=str(reason), note=table.add_note(f"{name}: {reason}"))
+    ci = entry.get("ci95")
+    if _is_ci(ci):
+        return Cell("", value, title=f"mean {value:.6g}; 95% CI [{ci[0]:.6g}, {ci[1]:.6g}]", half=(ci[1] - ci[0]) / 2)
+    return Cell("", value, title=f"mean {value:.6g}; no confidence interval stored")
+
+
+def _is_ci(ci: Any) -> bool:
+    return isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)
+
+
+def ci_bounds(entry: Any) -> tuple[float | None, float | None]:
+    """The stored 95% interval of a metric entry, or (None, None)."""
+    ci = entry.get("ci95") if isinstance(entry, dict) else None
+    return (float(ci[0]), float(ci[1])) if _is_ci(ci) else (None, None)
+
+
+def trained_on_text(d: dict[str, Any]) -> tuple[str, str]:
+    """(cell text, detail) of what a result's model was trained on."""
+    t = trained_on(d)
+    if t is not None:
+        name = str(t.get("name"))
+        h, short = t.get("content_hash"), t.get("short_side")
+        detail = f"{name}, {t.get('split') or 'train'} split" + (f", content hash {str(h)[:12]}" if h else "") \
+            + (f", crops at shorter side {short}" if short else "")
+        if t.get("inferred"):
+            detail += ("; inferred: the result predates recorded training data, and colorbench then always trained on "
+                       "the evaluated dataset's train split")
+        return name, detail
+    text = source_text(d)
+    if text == "external":
+        return "unknown", "outputs made elsewhere: their training data is not recorded here"
+    if text.startswith("published weights"):
+        return "authors' data", "published weights, trained by the paper's authors on their own data"
+    return "—", "needs no training"
+
+
+def source_cell(r: Stored, table: TableModel, label: str, counts: bool = True) -> Cell:
+    """Where a row's model came from; external outputs and published weights with a note of their provenance
+    (``counts``: with how many images an external result scored, where it skipped some)."""
+    d = r.data
+    text, src = source_text(d), source_of(d)
+    sha = str(src.get("sha256") or "")
+    if src.get("kind") == "external":
+        about = external_provenance(d, counts)
+        return Cell(text, text, title=about, note=table.add_note(f"{label}: {about}"))
+    if text.startswith("published weights"):
+        check = ("its SHA-256 matches the prefix in the published file's name" if src.get("weights") != "unverified" else
+                 "its SHA-256 does not match the published file's: other or altered weights, imported with --unverified")
+        detail = f"published weights from {src.get('path') or 'a file'} (SHA-256 {sha[:12] or 'not recorded'}); {check}"
+        return Cell(text, text, title=detail, note=table.add_note(f"{label}: {detail}"))
+    if src.get("kind") == "checkpoint":
+        return Cell(text, text, title=f"checkpoint {src.get('path')} (SHA-256 {sha[:12] or 'not recorded'})")
+    return Cell(text, text)
+
+
+def external_provenance(d: dict[str, Any], counts: bool = True) -> str:
+    """Where an external result's outputs came from, as its leaderboard note says it."""
+    src = source_of(d)
+    about = str(src.get("about") or "").strip()
+    text = (f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
+            + (f"; about: {about}" if about else "; no --about text given"))
+    light = d.get("lightness") or {}
+    if light.get("n_flagged"):  # bench score's lightness check: a colouriser must keep the L it is given
+        text += (f"; {light['n_flagged']} output(s) change the input's lightness (PSNR of L below "
+                 f"{light.get('threshold_db', 30):g} dB, lowest {light.get('min_db', float('nan')):.1f} dB)")
+    skipped = skipped_images(d)
+    return text + (f"; {skipped}" if skipped and counts else "")
+
+
+def skipped_images(d: dict[str, Any]) -> str | None:
+    """"n of N images scored (k skipped)" for an external result that skipped images, else None."""
+    src = source_of(d)
+    scored, expected = src.get("n_scored"), src.get("n_expected")
+    if src.get("kind") == "external" and isinstance(scored, int) and isinstance(expected, int) and scored < expected:
+        return f"{scored} of {expected} images scored ({expected - scored} skipped)"
+    return None
+
+
+def _images_cell(d: dict[str, Any]) -> Cell:
+    src = source_of(d)
+    scored, expected = src.get("n_scored"), src.get("n_expected")
+    if src.get("kind") == "external" and isinstance(scored, int) and isinstance(expected, int) and scored < expected:
+        n = d.get("n_images")  # what was scored (tiles, for a tiled protocol); n_scored and n_expected count images
+        text = f"{scored} of {expected}" if n == scored else f"{n} ({scored} of {expected} images)"
+        return Cell(text, n, title=f"{expected - scored} of the split's {expected} images skipped")
+    return Cell(str(d.get("n_images", "—")), d.get("n_images"))
+
+
+def _recipe_text(d: dict[str, Any]) -> str:
+    recipe = d.get("recipe")
+    if not isinstance(recipe, dict):
+        return "—"  # outputs made elsewhere: no recipe of ours
+    rtrain = recipe.get("train") or {}
+    if source_text(d).startswith("published weights"):
+        return f"{recipe.get('size', '?')} · published weights"
+    if recipe.get("training"):
+        return f"{recipe.get('size', '?')} · {rtrain.get('steps', '?')} steps × {rtrain.get('batch_size', '?')}"
+    return f"{recipe.get('size', '?')} · no training"
+
+
+def _train_cell(d: dict[str, Any]) -> Cell:
+    train = d.get("train") or {}
+    if train:
+        return Cell(_seconds(train.get("seconds")), train.get("seconds"))
+    return Cell("no training" if source_of(d).get("kind") == "untrained" else "—", None)
+
+
 def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel, label: str | None = None) -> list[Cell]:
     d = r.data
+    label = label or r.method
     title = f"result {r.method}@{result_id(d)} ({r.path.name})"
-    cells = [Cell(label or r.method, r.method, title=title), Cell(str(r.seed), r.seed)]
+    cells = [Cell(label, r.method, title=title), Cell(str(r.seed), r.seed)]
     metrics = d.get("metrics") or {}
-    for name, _ in columns:
-        entry = metrics.get(name)
-        value = _mean(entry)
-        if entry is None:
-            cells.append(Cell("—", None, title="not computed in this run"))
-        elif value is None:
-            reason = (entry.get("reason") if isinstance(entry, dict) else None) or "no value stored"
-            cells.append(Cell("n/a", None, title=str(reason), note=table.add_note(f"{name}: {reason}")))
-        else:
-            ci = entry.get("ci95")
-            if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(x, (int, float)) for x in ci):
-                cells.append(Cell("", value, title=f"mean {value:.6g}; 95% CI [{ci[0]:.6g}, {ci[1]:.6g}]", half=(ci[1] - ci[0]) / 2))
-            else:
-                cells.append(Cell("", value, title=f"mean {value:.6g}; no confidence interval stored"))
-    train = d.get("train") or {}
-    recipe = d.get("recipe") or {}
-    rtrain = recipe.get("train") or {}
-    if recipe.get("training"):
-        recipe_text = f"{recipe.get('size', '?')} · {rtrain.get('steps', '?')} steps × {rtrain.get('batch_size', '?')}"
-    else:
-        recipe_text = f"{recipe.get('size', '?')} · no training"
+    cells += [_metric_cell(metrics.get(name), name, table) for name, _ in columns]
+    recipe = d.get("recipe") if isinstance(d.get("recipe"), dict) else {}
     env = d.get("environment") or {}
     commit = str(env.get("git_commit") or "")
-    commit_text = (commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")) if commit else "—"
     created = str(d.get("created") or "")
+    trained_text, trained_detail = trained_on_text(d)
+    recipe_text = _recipe_text(d)
     cells += [
-        Cell(str(d.get("n_images", "—")), d.get("n_images")),
-        Cell(_seconds(train.get("seconds")) if train else "no training", train.get("seconds") if train else None),
-        Cell(recipe_text, recipe_text, title=json.dumps({"params": recipe.get("params"), "train": rtrain}, sort_keys=True)),
-        Cell(_predicted(d), _predicted(d)),
+        Cell(trained_text, trained_text, title=trained_detail),
+        source_cell(r, table, label),
+        _images_cell(d),
+        _train_cell(d),
+        Cell(recipe_text, recipe_text, title=json.dumps({"params": recipe.get("params"), "train": recipe.get("train") or {}}, sort_keys=True)),
+        Cell(predicted_text(d), predicted_text(d)),
         Cell(created[:10] or "—", created or None, title=created or None),
-        Cell(commit_text, commit or None, title=commit or None),
+        Cell(_commit_text(commit), commit or None, title=commit or None),
     ]
     return cells
 
 
-def _finish_metric_column(table: TableModel, col: int, higher: Any) -> None:
+def _commit_text(commit: str) -> str:
+    return (commit[:8] + ("-dirty" if commit.endswith("-dirty") else "")) if commit else "—"
+
+
+def seeds_text(seeds: Sequence[int | None]) -> str:
+    return "mean ± sd of " + ", ".join(str(s) for s in seeds)
+
+
+def _aggregate_row(e: Entry, columns: list[tuple[str, dict]], table: TableModel) -> list[Cell]:
+    """A setting over several seeds: each metric's mean over seeds ± their sample standard deviation (n - 1);
+    the other cells are the seeds' common value (or say how they vary)."""
+    files = ", ".join(f"{r.method}@{result_id(r.data)} ({r.path.name})" for r in e.results)
+    cells = [Cell(e.label, e.method, title=f"{len(e.results)} results, one per seed: {files}"),
+             Cell(seeds_text(e.seeds), e.seeds[0])]
+    for name, _ in columns:
+        stored = [(r, (r.data.get("metrics") or {}).get(name)) for r in e.results]
+        values = e.values(name)
+        if not values:  # no seed has a value: say why, as a single result would
+            cells.append(_metric_cell(next((m for _, m in stored if m is not None), None), name, table))
+            continue
+        mean, sd = e.mean(name), e.sd(name)
+        per_seed = "; ".join(f"seed {r.seed}: " + (f"{v:.6g}" if (v := stored_mean(m)) is not None else "none") for r, m in stored)
+        spread = f"sample standard deviation (n-1) {sd:.6g}" if sd is not None else "one seed only: no standard deviation"
+        title = f"mean over {len(values)} seeds of the stored means {mean:.6g}; {spread}; {per_seed}"
+        note = None
+        if len(values) < len(e.results):
+            note = table.add_note(f"{e.label}: {name} is stored for {len(values)} of its {len(e.results)} seeds; the mean is over those")
+        cells.append(Cell("", mean, title=title, sd=sd, note=note))
+    d = e.first.data
+    trained_text, trained_detail = trained_on_text(d)
+    recipe = d.get("recipe") if isinstance(d.get("recipe"), dict) else {}
+    n = sorted({r.data.get("n_images") for r in e.results if isinstance(r.data.get("n_images"), int)})
+    secs = [s for s in ((r.data.get("train") or {}).get("seconds") for r in e.results) if isinstance(s, (int, float))]
+    created = max(str(r.data.get("created") or "") for r in e.results)
+    commits = sorted({str((r.data.get("environment") or {}).get("git_commit") or "") for r in e.results})
+    recipe_text = _recipe_text(d)
+    if secs:
+        train = Cell(_seconds(statistics.fmean(secs)), statistics.fmean(secs),
+                     title="mean over seeds: " + ", ".join(_seconds(s) for s in secs))
+    else:
+        train = _train_cell(d)
+    cells += [
+        Cell(trained_text, trained_text, title=trained_detail),
+        source_cell(e.first, table, e.label),
+        _images_cell(d) if len(n) <= 1 else Cell(f"{n[0]}–{n[-1]}", n[0], title="the seeds scored different numbers of images"),
+        train,
+        Cell(recipe_text, recipe_text, title=json.dumps({"params": recipe.get("params"), "train": recipe.get("train") or {}}, sort_keys=True)),
+        Cell(predicted_text(d), predicted_text(d)),
+        Cell(created[:10] or "—", created or None, title=f"the newest of the seeds' results: {created}" if created else None),
+        Cell(_commit_text(commits[0]), commits[0] or None, title=commits[0] or None) if len(commits) == 1 else
+        Cell("several", None, title=", ".join(c or "unknown" for c in commits)),
+    ]
+    return cells
+
+
+def finish_metric_column(table: TableModel, col: int, higher: Any, bold: bool = True) -> None:
     """Format a metric column with shared decimals; bold its best value (if the column has a direction)."""
     cells = [row[col] for row in table.rows]
     values = [c.sort for c in cells if isinstance(c.sort, float)]
     places = _decimals(values)
     for c in cells:
         if isinstance(c.sort, float):
-            c.text = f"{c.sort:.{places}f}" + (f" ± {c.half:.{places}f}" if c.half is not None else "")
-    if higher not in (True, False) or len(set(values)) < 2:
+            spread = c.sd if c.sd is not None else c.half
+            c.text = f"{c.sort:.{places}f}" + (f" ± {spread:.{places}f}" if spread is not None else "")
+    if not bold or higher not in (True, False) or len(set(values)) < 2:
         return
     best = max(values) if higher else min(values)
     for c in cells:
         if c.sort == best:
             c.bold = True
+
+
+def training_data(results: Iterable[Stored]) -> list[str]:
+    """What the models behind ``results`` were trained on, one description per distinct training set
+    (results that need no training left out): a table with more than one mixes training data."""
+    names: dict[str, set[str]] = {}
+    other: set[str] = set()
+    for r in results:
+        t = trained_on(r.data)
+        text = source_text(r.data)
+        if t is not None:
+            names.setdefault(str(t.get("name")), set()).update([str(t["content_hash"])] if t.get("content_hash") else [])
+        elif text == "external":
+            other.add("unknown data (outputs made elsewhere)")
+        elif text.startswith("published weights"):
+            other.add("the authors' data (published weights)")
+    out = []
+    for name, hashes in sorted(names.items()):
+        if len(hashes) > 1:  # one name, other content: other data
+            out += [f"{name}'s train split (content {h[:8]})" for h in sorted(hashes)]
+        else:
+            out.append(f"{name}'s train split")
+    return out + sorted(other)
 
 
 def describe_group(group: Group) -> str:
@@ -398,9 +663,11 @@ class Figure:
 @dataclass
 class Section:
     group: Group
-    table: TableModel
+    table: TableModel  # a row per setting: several seeds as their mean ± sample standard deviation
     figures: list[Figure]
     notes: list[str]  # about pictures and data (not footnotes of the table)
+    entries: list[Entry] = field(default_factory=list)  # the settings behind the rows, in order
+    seeds: TableModel | None = None  # each seed's row of the settings shown over several seeds
 
 
 @dataclass
@@ -410,6 +677,7 @@ class Report:
     failed: list[Stored]
     created: str
     files: list[Path] = field(default_factory=list)
+    overview: Any = None  # bench.report.overview.Overview: methods x datasets, where there are several tables
 
 
 
@@ -431,6 +699,11 @@ def warnings_of(section: Section) -> list[str]:
                    "tiling were not recorded in full.")
     if not g.official:
         out.append("Not the official dataset: the data differ from the published files, so these numbers are not comparable to published ones.")
+    data = training_data(g.results)
+    if len(data) > 1:
+        out.append(f"The rows of this table were trained on different data ({'; '.join(data)}): a gap between two rows "
+                   "is a difference of method and of training data together. Compare rows of one 'trained on' value, "
+                   "or read the gap with that in mind.")
     skipped = g.info.get("skipped")
     if skipped:
         out.append(f"Images skipped while loading: {skipped if not isinstance(skipped, (list, dict)) else len(skipped)}.")
