@@ -57,6 +57,12 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = 0
     prepare_images: int = 64  # training crops shown to Method.prepare (palettes, priors)
+    pixel_cache: bool = True  # crops from the memory-mapped pixel cache (false: decode; see bench.datasets.pixels)
+
+
+# How data is read, not what is trained: crops are identical with and without the cache (tested), so these
+# fields stay out of MethodRecipe.to_dict and hence out of run identities, result files and baselines.
+NOT_IN_IDENTITY = frozenset({"pixel_cache"})
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class MethodRecipe:
             "training": self.training,
             "size": self.size,
             "params": to_plain(self.params),
-            "train": to_plain(self.train),
+            "train": {k: v for k, v in to_plain(self.train).items() if k not in NOT_IN_IDENTITY},
         }
 
 

@@ -15,7 +15,8 @@ from bench.config import MethodRecipe
 from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import open_split
 from bench.datasets.io import write_png
-from bench.datasets.views import EvalView
+from bench.datasets.pixels import pixel_source
+from bench.datasets.views import EvalView, eval_scale
 from bench.device import pick_device
 from bench.distributed import is_main_process
 from bench.evaluate import EvalJournal, evaluate, work_size_for
@@ -43,6 +44,7 @@ class RunSpec:
     inception_weights: str | None = None  # --inception-weights (IS, FID)
     bootstrap: int = 1000  # resamples of every 95% interval (0: none)
     eval_chunk: int = 256  # images per resumable chunk of an evaluation
+    pixel_cache: bool = True  # --no-cache: decode images instead of reading the memory-mapped pixel cache
 
     def recipe(self, method: str) -> MethodRecipe:
         overrides = dict(self.overrides)
@@ -71,7 +73,7 @@ def train_one(spec: RunSpec, method: str, resume: bool = True) -> TrainOutcome:
     images = spec.images("train", crop=recipe.train.image_size if recipe.trainable else None)
     return train(
         recipe, images, results=spec.results, seed=spec.seed,
-        device=pick_device(spec.device), resume=resume, progress=spec.progress,
+        device=pick_device(spec.device), resume=resume, progress=spec.progress, pixel_cache=spec.pixel_cache,
     )
 
 
@@ -119,7 +121,9 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
     t0 = time.perf_counter()
     try:
         method = load_trained(recipe, outcome.run_dir, device)
-        view = EvalView(images, images.card.eval)
+        pixels = pixel_source(images, eval_scale(images.card.eval), cache=spec.pixel_cache and recipe.train.pixel_cache,
+                              device=device, progress=spec.progress, keep=1)
+        view = EvalView(images, images.card.eval, pixels=pixels)
         work_size = None if view.fixed_size else work_size_for(recipe.train.image_size, images.card.extra)
         result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
                           work_dir=work_dir, identity=identity, chunk_images=spec.eval_chunk,
@@ -138,7 +142,7 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
         statistics=result.statistics,
         timings={"eval_seconds": round(result.seconds, 3),
                  "images_per_s": round((len(result.rows) - result.resumed_from) / max(result.seconds, 1e-9), 2),
-                 "resumed_from": result.resumed_from},
+                 "resumed_from": result.resumed_from, "pixels": pixels.describe()},
         method_info=method.extra_info(),
     )
     if work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L

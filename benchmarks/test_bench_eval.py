@@ -3,8 +3,8 @@
 gray and kmeans32 (untrained network; palette fitted on training crops, as ``prepare`` does) on the
 samples test split under its card's protocol (48 tiles of 64 px), the weight-free default metrics, batch
 16 (the CPU recipe's; BENCH_RECIPE=gpu: the GPU recipe's), on BENCH_DEVICE (CPU by default). Harness: ``evaluate`` as ``bench run`` calls it
-(DataLoader over the EvalView, which decodes and tiles the photos, colourisation, metrics, per-image rows,
-bootstrap intervals). Bare: the same tiles preloaded as one uint8 tensor, then per batch only
+(the pixel cache opened, an EvalView that tiles the cached photos, batches loaded ahead in a thread while
+the last is scored, colourisation, metrics, per-image rows, bootstrap intervals). Bare: the same tiles preloaded as one uint8 tensor, then per batch only
 ``colorize`` + every metric's scoring. Ratio: harness images/s / bare images/s. The load of other
 processes during each timing is recorded beside it (see conftest.py).
 
@@ -21,7 +21,8 @@ import torch
 from bench.color import rgb_to_lab
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
-from bench.datasets.views import EvalView, TrainCrops
+from bench.datasets.pixels import pixel_source
+from bench.datasets.views import EvalView, TrainCrops, eval_scale
 from bench.evaluate import colorize, evaluate
 from bench.metrics import DEFAULT_METRICS, Batch, availability, build_metrics
 from bench.recipes import build_method, load_recipe
@@ -81,7 +82,7 @@ def test_bare_predict_and_metrics(benchmark, timed, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_evaluate(benchmark, timed, name: str) -> None:
+def test_evaluate(benchmark, timed, scratch, name: str) -> None:
     benchmark.group = "eval: bench.evaluate.evaluate on samples"
     method, batch_size = method_for(name)
     test = open_split(DATASETS.get("samples"), "test", None)
@@ -89,7 +90,9 @@ def test_evaluate(benchmark, timed, name: str) -> None:
     seconds = []
 
     def run() -> None:
-        view = EvalView(test, test.card.eval)  # a fresh view decodes the photos again, as a run does
+        # As bench run does: open the pixel cache (built in the warm-up round), a fresh view on it.
+        pixels = pixel_source(test, eval_scale(test.card.eval), device=DEVICE, progress=False, keep=1)
+        view = EvalView(test, test.card.eval, pixels=pixels)
         seconds.append(evaluate(method, view, metrics, device=DEVICE, batch_size=batch_size, progress=False).seconds)
 
     t = timed(run, rounds=5, warmup=1, method=name, images=48, batch_size=batch_size, metrics=METRIC_NAMES)

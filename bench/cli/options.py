@@ -37,6 +37,10 @@ def _remember_pretrained(ctx: click.Context, param, value: bool) -> None:
     ctx.meta["bench.pretrained"] = value  # read by make_spec; kept out of every command's signature
 
 
+def _remember_no_cache(ctx: click.Context, param, value: bool) -> None:
+    ctx.meta["bench.no_cache"] = value  # read by make_spec, as --pretrained
+
+
 def common_run_options(fn):
     opts = [
         click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset name (bench list datasets)."),
@@ -50,6 +54,8 @@ def common_run_options(fn):
                      help="Unreadable or too-small image files: skip them (named in the result file and here), or stop."),
         click.option("--pretrained", is_flag=True, expose_value=False, callback=_remember_pretrained,
                      help="ImageNet encoder weights from the torch hub cache for methods that take them (unet, cgan, wgan_gp); never downloads."),
+        click.option("--no-cache", is_flag=True, expose_value=False, callback=_remember_no_cache,
+                     help="Decode images for every crop instead of reading the pixel cache ($BENCH_CACHE/pixels; same crops, slower)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -69,7 +75,7 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
     return RunSpec(
         dataset=dataset, root=root, seed=seed, size=size, overrides=tuple(parse_overrides(overrides).items()),
         device=device, results=ctx.obj["results"], progress=progress, on_bad_image=on_bad_image,
-        pretrained=ctx.meta.get("bench.pretrained", False),
+        pretrained=ctx.meta.get("bench.pretrained", False), pixel_cache=not ctx.meta.get("bench.no_cache", False),
     )
 
 

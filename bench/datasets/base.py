@@ -56,6 +56,8 @@ class ImageSet(Dataset, abc.ABC):
     name: ClassVar[str] = ""
     data_name: ClassVar[str] = ""  # card and data folder, when several registered names share one dataset
     needs_root: ClassVar[bool] = True
+    # load(i) reads stored uint8 pixels through a memory map (no decoding): the pixel cache would be a copy.
+    memory_mapped: ClassVar[bool] = False
 
     def __init__(self, split: str, root: str | os.PathLike | None = None, *, on_bad_image: str = "skip", decode_check: bool = True):
         """``on_bad_image``: ``skip`` leaves bad files out (named in ``skipped``), ``error`` refuses the
@@ -106,6 +108,11 @@ class ImageSet(Dataset, abc.ABC):
 
     def short_sides(self) -> list[int] | None:
         """The shorter side of every image when known without decoding (None otherwise)."""
+        return None
+
+    def image_shapes(self) -> list[tuple[int, int]] | None:
+        """(height, width) of every image as :meth:`load` gives it, when known without decoding (None
+        otherwise); the pixel cache announces its size from them before it decodes anything."""
         return None
 
     def identity(self) -> dict[str, Any]:
