@@ -197,3 +197,9 @@ def test_unet_step_fed_by_the_loader(benchmark, timed, div2k) -> None:
     for f in FEEDS[1:]:
         timed.note(f"unet step fed by the loader ({f}): {median[f]:.3f} s vs {median['preloaded']:.3f} s preloaded "
                    f"= {median['preloaded'] / median[f]:.2f}")
+    consumed = CFG.batch_size / median["preloaded"]
+    if {"cache", "decoding"} <= set(_RATES):  # this device's own rate, in loader cores (at 256-px crops)
+        cores = {s: round(consumed / _RATES[s], 3) for s in ("cache", "decoding")}
+        benchmark.extra_info.update(images_per_s_preloaded=round(consumed, 1), loader_cores_needed=cores)
+        print(f"this {DEVICE.type} unet step consumes {consumed:,.1f} images/s: {cores['cache']:.2f} loader cores from "
+              f"the cache, {cores['decoding']:.1f} decoding")

@@ -1,4 +1,6 @@
-"""Training crops and evaluation protocols on top of an :class:`ImageSet`.
+"""Training crops and evaluation protocols on top of an :class:`ImageSet`, and the :class:`PixelSource`
+they read images from (decoded on demand here; the memory-mapped cache in :mod:`bench.datasets.cache`;
+which one a run uses is decided in :mod:`bench.datasets.pixels`).
 
 Training crops are a pure function of (seed, sample number): sample ``k`` of a run always picks the same
 image, crop and flip, whatever the number of workers or processes, and a resumed run simply starts at
