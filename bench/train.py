@@ -31,7 +31,7 @@ from bench.checkpoint import (
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
-from bench.datasets.pixels import pixel_source
+from bench.datasets.pixels import loader_options, pixel_source
 from bench.datasets.views import TrainCrops, train_scale
 from bench.device import pick_device
 from bench.methods import METHODS, Method
@@ -199,7 +199,6 @@ def train(
     pixels = pixel_source(data, TrainCrops.scale_for(cfg.image_size, resize_to), cache=pixel_cache and cfg.pixel_cache,
                           device=device, progress=progress)
     crops = TrainCrops(data, cfg.image_size, seed, resize_to=resize_to, pixels=pixels)
-    workers = cfg.num_workers if pixels.device.type == "cpu" else 0  # pixels decoded on the GPU stay in this process
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -261,10 +260,8 @@ def train(
         # Process r takes samples r, r + W, r + 2W, ...: global batch i is samples i*B .. (i+1)*B - 1 on any
         # number of processes, so N processes see what one process would.
         sampler=DistributedSampler(stream, num_replicas=d.world, rank=d.rank, shuffle=False, drop_last=True),
-        num_workers=workers,
-        pin_memory=device.type == "cuda" and pixels.device.type == "cpu",  # whole batches, copied non-blocking
+        **loader_options(pixels, device, cfg.num_workers),  # workers, pinned batches on CUDA, prefetch
         persistent_workers=False,
-        prefetch_factor=4 if workers > 0 else None,
         drop_last=True,
         # Its own generator: a loader otherwise draws a seed from the global RNG when it starts, which a
         # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from bench.color import rgb_to_lab
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
-from bench.datasets.pixels import CudaJpegPixels, pixel_source
+from bench.datasets.pixels import CudaJpegPixels, loader_options, pixel_source
 from bench.datasets.views import DecodedPixels, TrainCrops
 from bench.recipes import build_method, load_recipe
 from bench.train import autocast_for, autocast_updates
@@ -84,9 +84,8 @@ def div2k(scratch) -> dict:
 
 def crop_loader(crops: TrainCrops, batch_size: int, workers: int) -> DataLoader:
     """As bench.train builds it (sampler over sample numbers, pinned memory on CUDA), endless."""
-    return DataLoader(crops, batch_size=batch_size, sampler=range(10**9), num_workers=workers,
-                      pin_memory=DEVICE.type == "cuda" and crops.pixels.device.type == "cpu",
-                      prefetch_factor=4 if workers else None, drop_last=True, generator=torch.Generator().manual_seed(0))
+    return DataLoader(crops, batch_size=batch_size, sampler=range(10**9), **loader_options(crops.pixels, DEVICE, workers),
+                      drop_last=True, generator=torch.Generator().manual_seed(0))
 
 
 def sources(images, size: int) -> dict:
@@ -163,10 +162,12 @@ class FedStep:
             self.batches = iter(loader)
         self.steps = count()
         self.seconds: list[float] = []
+        self.waits: list[float] = []  # of each step, the time spent getting its batch
 
     def __call__(self) -> None:
         t0 = time.perf_counter()
         rgb = next(self.batches).to(DEVICE, non_blocking=True)
+        self.waits.append(time.perf_counter() - t0)
         with torch.no_grad():
             lab = rgb_to_lab(rgb)
         L, ab = lab[:, :1].contiguous(memory_format=torch.channels_last), lab[:, 1:]
@@ -192,11 +193,16 @@ def test_unet_step_fed_by_the_loader(benchmark, timed, div2k) -> None:
           interleaved=CFG.num_workers == 0, batch_size=CFG.batch_size, image_size=CFG.image_size,
           num_workers=CFG.num_workers, images=N_IMAGES, image_pixels=list(DIV2K_SIZE))
     median = {f: float(np.median(fed[f].seconds[1:])) for f in FEEDS}
+    # The time a step waited for its batch, as a share of the step: the cost of loading alone, which other
+    # processes' load blurs far less than the ratio of two step times.
+    wait = {f: float(np.median(fed[f].waits[1:])) for f in FEEDS}
     benchmark.extra_info["step_seconds"] = {f: round(t, 4) for f, t in median.items()}
+    benchmark.extra_info["batch_wait_seconds"] = {f: round(t, 5) for f, t in wait.items()}
     benchmark.extra_info["ratio_to_preloaded"] = {f: round(median["preloaded"] / median[f], 3) for f in FEEDS[1:]}
     for f in FEEDS[1:]:
         timed.note(f"unet step fed by the loader ({f}): {median[f]:.3f} s vs {median['preloaded']:.3f} s preloaded "
-                   f"= {median['preloaded'] / median[f]:.2f}")
+                   f"= {median['preloaded'] / median[f]:.2f}; waiting for the batch: {1000 * wait[f]:.1f} ms a step "
+                   f"({wait[f] / median[f]:.1%})")
     consumed = CFG.batch_size / median["preloaded"]
     if {"cache", "decoding"} <= set(_RATES):  # this device's own rate, in loader cores (at 256-px crops)
         cores = {s: round(consumed / _RATES[s], 3) for s in ("cache", "decoding")}

@@ -26,7 +26,7 @@ from bench.datasets import DATASETS
 from bench.datasets import cache as cache_mod
 from bench.datasets._files import FileImageSet
 from bench.datasets.cache import CacheError, PixelCache, cache_folder, ensure_cache, pixels_root, planned_bytes, scaled_shape
-from bench.datasets.pixels import CudaJpegPixels, gpu_jpeg_applies, pixel_source
+from bench.datasets.pixels import CudaJpegPixels, gpu_jpeg_applies, loader_options, pixel_source
 from bench.datasets.views import DecodedPixels, EvalView, TrainCrops, eval_scale, resize_short, train_scale
 from bench.device import prefetch
 from bench.recipes import load_recipe
@@ -271,6 +271,28 @@ def test_gpu_jpeg_decoding_is_chosen_only_for_jpeg_files_on_cuda_without_cache(t
             assert torch.equal(got, want)
         else:
             assert (got.int() - want.int()).abs().float().mean() < 1.0
+
+
+def test_batches_are_pinned_and_loaded_where_the_device_wants_them(tmp_path, monkeypatch):
+    """Training: pinned batches (copied non-blocking) for CPU pixels on CUDA, no workers for pixels on the GPU.
+    Evaluation: batches prefetched in a thread, pinned on CUDA only. (The copies themselves run in test_cuda.py.)"""
+    images = DATASETS.get("div2k")("train", div2k_like(tmp_path / "d"))
+    cache, cuda, cpu = pixel_source(images, None), torch.device("cuda"), torch.device("cpu")
+    assert loader_options(cache, cuda, 8) == {"num_workers": 8, "pin_memory": True, "prefetch_factor": 4}
+    assert loader_options(cache, cpu, 2) == {"num_workers": 2, "pin_memory": False, "prefetch_factor": 4}
+    on_gpu = CudaJpegPixels(images, None, cpu, keep=0)
+    on_gpu.device = cuda  # as CudaJpegPixels(..., cuda) is; nothing is decoded here
+    assert loader_options(on_gpu, cuda, 8) == {"num_workers": 0, "pin_memory": False, "prefetch_factor": None}
+
+    import bench.evaluate as ev
+    from bench.methods.gray import Gray
+
+    pinned = []
+    monkeypatch.setattr(ev, "prefetch", lambda batches, pin=False, **kw: pinned.append(pin) or iter(()))
+    view = EvalView(images, {"mode": "full"}, pixels=cache)
+    for device in (cpu, cuda):  # no batch reaches the device: only the choice is looked at
+        ev.evaluate(Gray(Gray.Params(), None), view, {}, device=device, progress=False, bootstrap=ev.Bootstrap(resamples=0))
+    assert pinned == [False, True]
 
 
 def test_prefetch_keeps_order_raises_and_stops():

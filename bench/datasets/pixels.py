@@ -45,6 +45,15 @@ def pixel_source(images: ImageSet, scale: int | None, *, cache: bool = True, dev
     return DecodedPixels(images, scale, keep)
 
 
+def loader_options(pixels: PixelSource, device: torch.device, num_workers: int) -> dict[str, Any]:
+    """DataLoader settings for crops of ``pixels`` headed for ``device``: whole batches in pinned host memory
+    (so that ``.to(device, non_blocking=True)`` copies them asynchronously) for CPU pixels on CUDA; no
+    workers for pixels already on the GPU (a worker process cannot use CUDA)."""
+    workers = num_workers if pixels.device.type == "cpu" else 0
+    return {"num_workers": workers, "pin_memory": device.type == "cuda" and pixels.device.type == "cpu",
+            "prefetch_factor": 4 if workers > 0 else None}
+
+
 def gpu_jpeg_applies(images: ImageSet, device: torch.device) -> bool:
     """Whether the split's images are JPEG files that ``device`` (a CUDA GPU) can decode."""
     files = getattr(images, "files", None)
