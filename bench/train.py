@@ -25,22 +25,27 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench import distributed
 from bench.checkpoint import (
-    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, is_trained, load_checkpoint, rng_state, run_identity,
-    save_checkpoint, set_rng_state,
+    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, checkpoint_sha256, is_trained, load_checkpoint, rng_state,
+    run_identity, save_checkpoint, set_rng_state,
 )
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
 from bench.datasets.pixels import loader_options, pixel_source
-from bench.datasets.views import TrainCrops, train_scale
+from bench.datasets.views import train_crops, train_scale
 from bench.device import pick_device
 from bench.methods import METHODS, Method
+from bench.progress import Progress, progress_mode
 from bench.recipes import build_method
 from bench.store import atomic_path, environment, now, short_hash, train_dir, write_json_atomic
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint is kept and that the same command resumes."""
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -69,6 +74,7 @@ class TrainOutcome:
     steps: int = 0
     seconds: float = 0.0
     images_per_s: float | None = None
+    resumed_from: int = 0  # the step an interrupted run was resumed from (0: a fresh run)
 
 
 class LossLog:
@@ -195,10 +201,9 @@ def train(
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
-    resize_to = train_scale(data.card)
-    pixels = pixel_source(data, TrainCrops.scale_for(cfg.image_size, resize_to), cache=pixel_cache and cfg.pixel_cache,
+    pixels = pixel_source(data, train_scale(data, cfg.image_size), cache=pixel_cache and cfg.pixel_cache,
                           device=device, progress=progress)
-    crops = TrainCrops(data, cfg.image_size, seed, resize_to=resize_to, pixels=pixels)
+    crops = train_crops(data, cfg.image_size, seed, pixels)  # at the card's one scale, as evaluation predicts
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -267,8 +272,7 @@ def train(
         # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).
         generator=torch.Generator().manual_seed(seed),
     )
-    show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
-    bar = _progress(cfg.steps, start, recipe.name, show)
+    bar = Progress(progress_mode(progress, d.is_main), cfg.steps, start, f"train {recipe.name}", "step")
     method.train()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -302,6 +306,7 @@ def train(
             if scaler:
                 scaler.update()
             n_window += 1
+            bar.advance()
             done = step + 1
             at_log = done % cfg.log_every == 0 or done == cfg.steps
             at_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
@@ -321,33 +326,42 @@ def train(
                 row = {"step": done, **{k: round(float(v), 6) for k, v in means.items()}, "images_per_s": round(ips, 2)}
                 if log is not None:
                     log.write(row)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{ips:.1f}"})
+                bar.report({k: v for k, v in row.items() if k.startswith("loss")} | {"img/s": round(ips, 1)})
                 sums, counts, t_window, n_window = {}, {}, time.perf_counter(), 0
             if at_ckpt:
                 rngs = distributed.gather_objects(rng_state(), d)
                 if d.is_main:
                     save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0])
                 last_good = done
-            if bar is not None:
-                bar.update(1)
     except BaseException as exc:
         meta.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=f"{type(exc).__name__}: {exc}", ended=now())
         if d.is_main:
             write_json_atomic(run_dir / TRAIN_JSON, meta)
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+            raise TrainingInterrupted(_interrupted(recipe.name, bar.done, cfg, ckpt_path, last_good)) from exc
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
     trained = cfg.steps - start
     ips = trained * cfg.batch_size / seconds if trained else None
     meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now(),
                 throughput=_throughput(ips, flops, device, cfg.amp, d.world))
     if d.is_main:
+        # The checkpoint this run finished with: is_trained() refuses one that differs (e.g. truncated).
+        meta["checkpoint_sha256"] = checkpoint_sha256(ckpt_path)
         write_json_atomic(run_dir / TRAIN_JSON, meta)
     distributed.barrier(d)  # nobody evaluates before the main process has written the checkpoint
-    return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips)
+    return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips, resumed_from=start)
+
+
+def _interrupted(name: str, done: int, cfg: Any, ckpt_path: Path, last_good: int | None) -> str:
+    """What a person needs after Ctrl-C: where training stopped, what is kept, how to go on."""
+    head = f"{name}: training interrupted after step {done} of {cfg.steps}"
+    if last_good is None:
+        return (f"{head}; no checkpoint was written yet (the first comes at step {min(cfg.ckpt_every, cfg.steps)}): "
+                "the same command starts it again from step 0")
+    return f"{head}; the checkpoint of step {last_good} is kept at {ckpt_path}: run the same command again to resume from step {last_good}"
 
 
 def _flops_per_image(method: Method, recipe: MethodRecipe, device: torch.device, autocast: Any) -> float | None:
@@ -388,12 +402,5 @@ def autocast_updates(steps: Iterator, autocast: Any) -> Iterator:
             return
         yield upd
 
-
-def _progress(total: int, initial: int, name: str, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True, mininterval=0.5)
 
 

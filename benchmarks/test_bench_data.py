@@ -40,7 +40,7 @@ from bench.color import rgb_to_lab
 from bench.datasets import DATASETS
 from bench.datasets.base import open_split
 from bench.datasets.pixels import CudaJpegPixels, loader_options, pixel_source
-from bench.datasets.views import DecodedPixels, TrainCrops
+from bench.datasets.views import DecodedPixels, TrainCrops, train_crops, train_scale
 from bench.recipes import build_method, load_recipe
 from bench.train import autocast_for, autocast_updates
 
@@ -89,7 +89,7 @@ def crop_loader(crops: TrainCrops, batch_size: int, workers: int) -> DataLoader:
 
 
 def sources(images, size: int) -> dict:
-    scale = TrainCrops.scale_for(size, None)
+    scale = train_scale(images, size)  # the card's short_side, as bench.train reads them
     return {"cache": lambda: pixel_source(images, scale, progress=False),
             "decoding": lambda: DecodedPixels(images, scale, keep=0)}
 
@@ -99,7 +99,7 @@ def test_crops_per_loader_core(benchmark, timed, div2k, source: str) -> None:
     benchmark.group = "data: 256-px crops per second per loader core from DIV2K-sized PNGs"
     pixels = sources(div2k["images"], CROP)[source]()
     batch, n_batches = (8, 1) if source == "decoding" else (32, 32)
-    batches = iter(crop_loader(TrainCrops(div2k["images"], CROP, 0, pixels=pixels), batch, 0))
+    batches = iter(crop_loader(train_crops(div2k["images"], CROP, 0, pixels), batch, 0))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one loader core: a DataLoader worker runs with one torch thread
     try:
@@ -128,7 +128,7 @@ def test_crops_from_gpu_jpeg_decoding(benchmark, timed, div2k) -> None:
     for p in sorted((div2k["root"] / "DIV2K_train_HR").glob("*.png")):
         Image.open(p).save(folder / f"{p.stem}.jpg", quality=95)
     images = open_split(DATASETS.get("div2k"), "train", div2k["root"] / "jpeg")
-    crops = TrainCrops(images, CROP, 0, pixels=CudaJpegPixels(images, None, torch.device("cuda"), keep=0))
+    crops = train_crops(images, CROP, 0, CudaJpegPixels(images, train_scale(images, CROP), torch.device("cuda"), keep=0))
     batches = iter(crop_loader(crops, 32, 0))
 
     def run() -> None:
@@ -154,7 +154,7 @@ class FedStep:
         self.optimizers = self.method.configure_optimizers()
         self.autocast, _ = autocast_for(DEVICE, CFG.amp)
         pixels = sources(images, CFG.image_size)["cache" if feed == "preloaded" else feed]()
-        loader = crop_loader(TrainCrops(images, CFG.image_size, 0, pixels=pixels), CFG.batch_size, CFG.num_workers)
+        loader = crop_loader(train_crops(images, CFG.image_size, 0, pixels), CFG.batch_size, CFG.num_workers)
         if feed == "preloaded":
             first = next(iter(loader)).to(DEVICE)
             self.batches = iter(lambda: first, None)

@@ -44,7 +44,7 @@ def method_for(name: str):
     method = build_method(recipe).to(DEVICE)
     if recipe.trainable:
         train = open_split(DATASETS.get("samples"), "train", None)
-        crops = TrainCrops(train, recipe.train.image_size, 0, resize_to=train.card.extra.get("train_resize_short"))
+        crops = TrainCrops(train, recipe.train.image_size, 0, resize_to=train.card.short_side)
         with torch.no_grad():
             method.prepare([rgb_to_lab(torch.stack([crops[-1 - k] for k in range(128)]).to(DEVICE))])
     return method.eval(), recipe.train.batch_size
@@ -52,7 +52,7 @@ def method_for(name: str):
 
 def test_samples_view_is_48_tiles() -> None:
     test = open_split(DATASETS.get("samples"), "test", None)
-    view = EvalView(test, test.card.eval)
+    view = EvalView(test)
     assert view.fixed_size and len(view) == 48
 
 
@@ -63,7 +63,7 @@ def test_evaluate_vs_bare_predict_and_metrics(benchmark, timed, scratch, name: s
     benchmark.group = "eval: bench.evaluate.evaluate vs bare predict + metrics on samples tiles"
     method, batch_size = method_for(name)
     test = open_split(DATASETS.get("samples"), "test", None)
-    view = EvalView(test, test.card.eval)
+    view = EvalView(test)
     tiles = torch.stack([view[k][0] for k in range(len(view))]).to(DEVICE)
     metrics = build_metrics(METRIC_NAMES)
     times: dict[str, list[float]] = {"bare": [], "harness": []}
@@ -84,8 +84,8 @@ def test_evaluate_vs_bare_predict_and_metrics(benchmark, timed, scratch, name: s
 
     def harness() -> None:
         # As bench run does: open the pixel cache (built in the warm-up round), a fresh view on it.
-        pixels = pixel_source(test, eval_scale(test.card.eval), device=DEVICE, progress=False, keep=1)
-        evaluate(method, EvalView(test, test.card.eval, pixels=pixels), metrics, device=DEVICE,
+        pixels = pixel_source(test, eval_scale(test.card.eval_protocol()), device=DEVICE, progress=False, keep=1)
+        evaluate(method, EvalView(test, pixels=pixels), metrics, device=DEVICE,
                  batch_size=batch_size, progress=False)
 
     def both() -> None:

@@ -27,7 +27,7 @@ from bench.datasets import cache as cache_mod
 from bench.datasets._files import FileImageSet
 from bench.datasets.cache import CacheError, PixelCache, cache_folder, ensure_cache, pixels_root, planned_bytes, scaled_shape
 from bench.datasets.pixels import CudaJpegPixels, gpu_jpeg_applies, loader_options, pixel_source
-from bench.datasets.views import DecodedPixels, EvalView, TrainCrops, eval_scale, resize_short, train_scale
+from bench.datasets.views import DecodedPixels, EvalView, TrainCrops, eval_scale, resize_short, train_crops, train_scale
 from bench.device import prefetch
 from bench.recipes import load_recipe
 from bench.train import train
@@ -51,22 +51,25 @@ def crops_equal(a: TrainCrops, b: TrainCrops, ks) -> bool:
 
 @pytest.mark.parametrize("kind", ["folder", "div2k"])
 def test_crops_and_eval_images_identical_with_and_without_cache(tmp_path, kind):
-    if kind == "folder":  # the card resizes to a shorter side of 256 (from 48 x 64: upscaled)
+    if kind == "folder":  # the card's short_side 256 (from 48 x 64: upscaled)
         images, size = DATASETS.get("folder")("train", write_folder_dataset(tmp_path / "f")), 32
-    else:  # full size; one image smaller than the crop
+    else:  # as a card without short_side reads them: full size, one image smaller than the crop
         images, size = DATASETS.get("div2k")("train", div2k_like(tmp_path / "d")), 48
-    resize_to = train_scale(images.card)
+    resize_to = images.card.short_side if kind == "folder" else None
     scale = TrainCrops.scale_for(size, resize_to)
+    assert scale == (256 if kind == "folder" else None) and (kind == "div2k" or scale == train_scale(images, size))
     cached = pixel_source(images, scale)
     assert isinstance(cached, PixelCache) and cached.nbytes == planned_bytes(images, scale)
     ks = list(range(200)) + [-1 - k for k in range(20)]  # the training stream and the preparation stream
     assert crops_equal(TrainCrops(images, size, 7, resize_to=resize_to),
                        TrainCrops(images, size, 7, resize_to=resize_to, pixels=cached), ks)
-    for protocol in ({"mode": "tiles", "resize_short": 64, "tile": 32}, {"mode": "center_crop", "resize_short": 40, "size": 32},
-                     {"mode": "full"}):
+    if kind == "folder":  # as bench.train builds them
+        assert crops_equal(train_crops(images, size, 7), train_crops(images, size, 7, cached), ks[:50])
+    for protocol in ({"mode": "tiles", "short_side": 64, "tile": 32}, {"mode": "center_crop", "short_side": 40, "size": 32},
+                     {"mode": "center_crop", "short_side": None, "size": 32}, {"mode": "full", "short_side": 256}):
         plain = EvalView(images, protocol)
         fast = EvalView(images, protocol, pixels=pixel_source(images, eval_scale(protocol), keep=1))
-        assert len(plain) == len(fast)
+        assert len(plain) == len(fast) and fast.pixels.describe()["source"] == "cache"
         assert all(torch.equal(plain[k][0], fast[k][0]) for k in range(len(plain)))
 
 

@@ -137,18 +137,20 @@ def verify(name, root) -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive].")
 @user_errors
 def prepare(name, root, split, on_bad_image, progress) -> None:
-    """Decode dataset NAME once into the pixel cache ($BENCH_CACHE/pixels, default ~/.cache/colorbench/pixels):
-    the train split at the card's training scale, the test split at its evaluation scale. Training and
-    evaluation otherwise build it on first use. (A recipe whose crops exceed the card's training scale
-    reads a cache at the crop size, built on first use.)"""
+    """Decode dataset NAME once into the pixel cache ($BENCH_CACHE/pixels, default ~/.cache/colorbench/pixels),
+    at the scale runs read it: the card's short_side (evaluation with mode full: full size). Training and
+    evaluation otherwise build it on first use. (A recipe whose crops exceed short_side reads a cache at the
+    crop size, built on first use.)"""
+    from bench.cli.validate import check_root
     from bench.datasets.base import open_split
     from bench.datasets.cache import ensure_cache, human_bytes, scale_text
-    from bench.datasets.views import eval_scale, train_scale
+    from bench.datasets.views import eval_scale
 
     cls, card = _card(name)
+    check_root(name, root)  # usage errors (exit 2) before anything is decoded
     for s in ["train", "test"] if split == "all" else [split]:
         images = open_split(cls, s, root, on_bad_image=on_bad_image)
-        scale = train_scale(card) if s == "train" else eval_scale(card.eval)
+        scale = card.short_side if s == "train" else eval_scale(card.eval_protocol())
         if images.memory_mapped and scale is None:
             click.echo(f"{name}/{s}: no cache needed: its files are uint8 pixels, read through a memory map")
             continue

@@ -4,7 +4,13 @@ which one a run uses is decided in :mod:`bench.datasets.pixels`).
 
 Training crops are a pure function of (seed, sample number): sample ``k`` of a run always picks the same
 image, crop and flip, whatever the number of workers or processes, and a resumed run simply starts at
-``k = step * batch``. That is what makes resume bit-identical without saving loader state.
+``k = step * batch``. That is what makes resume bit-identical without saving loader state. Each sample's
+generator is seeded from (seed, k) through ``numpy.random.SeedSequence``, so the streams of two seeds are
+independent (a linear ``seed * C + k`` made sample k of one seed sample k + C of another).
+
+Both views work at the card's one scale, ``short_side``: training crops are cut from images resized to it,
+and evaluation views are cut from images resized to it (full images are predicted at it, see
+:func:`bench.evaluate.colorize_full`).
 """
 
 from __future__ import annotations
@@ -13,12 +19,12 @@ import abc
 import functools
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from bench.config import DatasetCard
 from bench.datasets.base import ImageSet
 
 
@@ -31,21 +37,12 @@ def resize_short(img: Tensor, short: int) -> Tensor:
     return TF.resize(img, [max(short, round(h * s)), max(short, round(w * s))], antialias=True)
 
 
-def train_scale(card: DatasetCard) -> int | None:
-    """The shorter side a dataset card trains at (None: the images as they are). The one place that reads
-    the card's field."""
-    value = card.extra.get("train_resize_short")
-    return int(value) if value else None
-
-
 def eval_scale(protocol: Mapping[str, Any]) -> int | None:
-    """The shorter side an evaluation protocol resizes to before cropping (None: ``full``, as they are)."""
-    mode = protocol.get("mode", "full")
-    if mode == "tiles":
-        return int(protocol["resize_short"])
-    if mode == "center_crop":
-        return int(protocol.get("resize_short", protocol["size"]))
-    return None
+    """The shorter side an evaluation protocol (``card.eval_protocol()``) reads its images at: the card's
+    ``short_side`` for ``tiles`` and ``center_crop``; None (as they are) for ``full``, whose images are scored
+    at full resolution and resized for prediction only (:func:`bench.evaluate.colorize_full`)."""
+    short = protocol.get("short_side")
+    return int(short) if short and protocol.get("mode", "full") != "full" else None
 
 
 class PixelSource(abc.ABC):
@@ -120,37 +117,66 @@ class TrainCrops(Dataset):
             return resize_short(img, self.size)  # rare (an image smaller than the crop): not worth keeping
         return img
 
+    def draw(self, k: int) -> tuple[int, int, int, bool]:
+        """Sample ``k``'s (image index, top, left, horizontal flip): a pure function of (seed, k)."""
+        rng = np.random.default_rng(sample_seed(self.seed, k))
+        i = int(rng.integers(len(self.images)))
+        h, w = self._prepared(i).shape[-2:]
+        y = int(rng.integers(h - self.size + 1))
+        x = int(rng.integers(w - self.size + 1))
+        return i, y, x, bool(rng.integers(2))
+
     def __getitem__(self, k: int) -> Tensor:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + k) % 2**63)
-        i = int(torch.randint(len(self.images), (1,), generator=g))
-        img = self._prepared(i)
-        h, w = img.shape[-2:]
-        y = int(torch.randint(h - self.size + 1, (1,), generator=g))
-        x = int(torch.randint(w - self.size + 1, (1,), generator=g))
-        crop = img[:, y : y + self.size, x : x + self.size]
-        if bool(torch.randint(2, (1,), generator=g)):
+        i, y, x, flip = self.draw(k)
+        crop = self._prepared(i)[:, y : y + self.size, x : x + self.size]
+        if flip:
             crop = crop.flip(-1)
         return crop.contiguous()
 
 
-class EvalView(Dataset):
-    """The evaluation protocol of a dataset card, applied to a split.
+def train_crops(images: ImageSet, size: int, seed: int, pixels: PixelSource | None = None) -> TrainCrops:
+    """The training crops of a split, cut from its images at the card's one scale (``short_side``); ``pixels``:
+    the split at :func:`train_scale` (default: decoded on demand)."""
+    return TrainCrops(images, size, seed, resize_to=images.card.short_side, pixels=pixels)
 
-    ``mode: tiles`` (resize the shorter side to ``resize_short``, centre-crop a square, cut it into
-    ``tile`` x ``tile`` tiles), ``mode: center_crop`` (resize shorter side, centre crop ``size``), or
-    ``mode: full`` (the image as it is; batches of one).
+
+def train_scale(images: ImageSet, size: int) -> int | None:
+    """The shorter side the training crops of ``size`` px are cut at: the card's ``short_side``, or the crop
+    size when that is larger (None: the images as they are). The pixel cache is built at this scale."""
+    return TrainCrops.scale_for(size, images.card.short_side)
+
+
+def sample_seed(seed: int, k: int) -> np.random.SeedSequence:
+    """The seed of sample ``k`` of run ``seed``: SeedSequence hashes (seed, stream, k) as fixed-width words, so
+    no two pairs share a stream. Negative ``k`` (the samples ``Method.prepare`` sees) is a stream of its own."""
+    s, n = seed % 2**64, abs(k)
+    words = [s & 0xFFFFFFFF, s >> 32, int(k < 0), n & 0xFFFFFFFF, n >> 32]
+    return np.random.SeedSequence(np.array(words, dtype=np.uint32))
+
+
+class EvalView(Dataset):
+    """The evaluation protocol of a dataset card, applied to a split, at the card's ``short_side``.
+
+    ``mode: tiles`` (resize the shorter side to ``short_side``, centre-crop a square, cut it into ``tile`` x
+    ``tile`` tiles), ``mode: center_crop`` (resize the shorter side to ``short_side`` when it is set, centre
+    crop ``size``), or ``mode: full`` (the image as it is; batches of one; predicted at ``short_side`` by
+    :func:`bench.evaluate.colorize_full`). ``protocol`` defaults to the card's (``card.eval_protocol()``).
     """
 
-    def __init__(self, images: ImageSet, protocol: Mapping[str, Any], pixels: PixelSource | None = None):
+    def __init__(self, images: ImageSet, protocol: Mapping[str, Any] | None = None, pixels: PixelSource | None = None):
         """``pixels``: the split at :func:`eval_scale` of the protocol (default: decoded on demand)."""
         self.images = images
-        self.protocol = dict(protocol) or {"mode": "full"}
+        self.protocol = dict(protocol) if protocol else images.card.eval_protocol()
         self.mode = self.protocol.get("mode", "full")
+        short = self.protocol.get("short_side")
+        self.short = int(short) if short else None
         if self.mode == "tiles":
-            self.short, self.tile = int(self.protocol["resize_short"]), int(self.protocol["tile"])
+            if self.short is None:
+                raise ValueError(f"{images.name}: evaluation mode tiles needs short_side (the side of the centre square)")
+            self.tile = int(self.protocol["tile"])
             self.per_image = (self.short // self.tile) ** 2
         elif self.mode == "center_crop":
-            self.short, self.crop = int(self.protocol.get("resize_short", self.protocol["size"])), int(self.protocol["size"])
+            self.crop = int(self.protocol["size"])
             self.per_image = 1
         elif self.mode == "full":
             self.per_image = 1
@@ -162,6 +188,11 @@ class EvalView(Dataset):
         if self.pixels.scale != self.scale or len(self.pixels) != len(images):
             raise ValueError(f"pixel source at scale {self.pixels.scale} with {len(self.pixels)} images does not fit "
                              f"the evaluation of {images.name}/{images.split} at scale {self.scale} ({len(images)} images)")
+
+    @property
+    def work_size(self) -> int | None:
+        """The shorter side at which full images are predicted (None: their own resolution)."""
+        return self.short if self.mode == "full" else None
 
     @property
     def fixed_size(self) -> bool:
@@ -178,9 +209,14 @@ class EvalView(Dataset):
             return f"{base}#r{t // n}c{t % n}"
         return base
 
+    def scaled_image(self, i: int) -> Tensor:
+        """Image ``i`` at the protocol's scale, before any crop (full images: as they are); it may be a view on
+        shared memory (the pixel cache): copy what you keep."""
+        return self.pixels.image(i)
+
     def _image(self, i: int) -> Tensor:
-        img = self.pixels.image(i)
-        return img if self.mode == "full" else TF.center_crop(img, [self.short, self.short])
+        img = self.scaled_image(i)
+        return TF.center_crop(img, [self.short, self.short]) if self.mode != "full" and self.short is not None else img
 
     def __getitem__(self, k: int) -> tuple[Tensor, int]:
         img = self._image(k // self.per_image)

@@ -42,7 +42,7 @@ class Method(nn.Module):
     Params: ClassVar[type] = NoParams
     #: False for methods with nothing to learn (``gray``): the trainer skips them.
     needs_training: ClassVar[bool] = True
-    #: A plugin without a YAML file may carry its recipe here (same keys as ``methods/*.yaml``).
+    #: A plugin without a YAML file may carry its recipe here (same keys as ``bench/methods/recipes/*.yaml``).
     recipe: ClassVar[Mapping[str, Any] | None] = None
     #: Consecutive training steps that repeat as a pattern (a WGAN-GP steps its generator every n-th
     #: step); FLOPs per image are averaged over them.
