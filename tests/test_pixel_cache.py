@@ -116,18 +116,28 @@ def test_workers_share_the_mapped_pixels(tmp_path):
     assert torch.equal(*batches)
 
 
-def test_cache_key_follows_scale_content_and_file_times(tmp_path):
+def test_cache_key_follows_scale_content_file_stamps_and_decoders(tmp_path, monkeypatch):
     root = write_div2k(tmp_path / "d", n_train=3, n_test=1)
     images = DATASETS.get("div2k")("train", root)
     full, small = cache_folder(images, None), cache_folder(images, 32)
     assert full != small and full.parent == small.parent == pixels_root()
+    cache, _ = ensure_cache(images, None, progress=False, echo=lambda m: None)
     path = images.files[0]
     st = path.stat()
-    path.write_bytes(path.read_bytes())  # rewritten in place, same size: same content hash of names and sizes
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    path.write_bytes(path.read_bytes()[::-1][::-1])  # rewritten in place, same size: same content hash of names and sizes
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # even with its modification time restored (cp -p)
     again = DATASETS.get("div2k")("train", root)
     assert again.identity()["content_hash"] == images.identity()["content_hash"]
-    assert cache_folder(again, None) != full
+    assert cache_folder(again, None) != full  # the change time moved
+    key = cache_mod.cache_key(again, None)
+    monkeypatch.setattr(torch, "__version__", "0.0.1")  # another decoder or resize release: another key
+    assert cache_mod.cache_key(again, None) != key
+    monkeypatch.undo()
+    # A manifest of another key in the folder (a 16-hex-digit prefix shared by chance) is never opened.
+    manifest = json.loads((full / "manifest.json").read_text())
+    assert manifest["key"].startswith(full.name.rsplit("-", 1)[1])
+    assert cache_mod.open_cache(full, images, manifest["key"]) is not None
+    assert cache_mod.open_cache(full, images, "0" * 64) is None
 
 
 class Interrupt(BaseException):
@@ -161,6 +171,41 @@ def test_interrupted_or_damaged_builds_are_never_used(tmp_path, monkeypatch):
     with open(folder / "shard-00000.u8", "r+b") as fh:  # truncated afterwards: rebuilt, not read
         fh.truncate(100)
     assert ensure_cache(images, None, progress=False)[1]
+
+
+def test_build_errors_say_whose_fault(tmp_path, monkeypatch):
+    """A dataset file that cannot be read is the dataset's error, not the cache's; a cache folder that cannot
+    be written says so, with BENCH_CACHE and --no-cache; a file system without locks still builds."""
+    images = DATASETS.get("div2k")("train", write_div2k(tmp_path / "d", n_train=3, n_test=1))
+    folder = cache_folder(images, 32)
+    original = FileImageSet.load
+
+    def unreadable(self, i):
+        if i == 1:
+            raise OSError(f"{self.files[i]}: input/output error")
+        return original(self, i)
+
+    monkeypatch.setattr(FileImageSet, "load", unreadable)
+    with pytest.raises(OSError, match="0002.png: input/output error") as err:
+        ensure_cache(images, 32, progress=False, echo=lambda m: None)
+    assert not isinstance(err.value, CacheError) and not list(folder.parent.glob(f".{folder.name}.*.tmp"))
+    monkeypatch.setattr(FileImageSet, "load", original)
+
+    import filelock
+
+    def no_locks(self, *a, **k):
+        raise NotImplementedError("FileSystem does not appear to support flock")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_locks)
+    said = []
+    cache, built = ensure_cache(images, 32, progress=False, echo=said.append)
+    assert built and len(cache) == 3 and any("no lock" in m for m in said)
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("BENCH_CACHE", str(blocker))
+    with pytest.raises(CacheError, match=r"cannot write under .*a-file.*BENCH_CACHE.*--no-cache"):
+        ensure_cache(images, 32, progress=False, echo=lambda m: None)
 
 
 def _build_in_child(images, barrier, results) -> None:
@@ -228,14 +273,20 @@ def test_stl10_reads_its_memory_map_without_a_cache(tmp_path):
     assert out.exit_code == 0 and "no cache needed" in out.output
 
 
-def test_no_cache_option_and_recipe_key(tmp_path, folder_dataset):
+def test_no_cache_option_and_recipe_key(tmp_path, folder_dataset, monkeypatch):
     runner = CliRunner()
     base = ["--results", str(tmp_path / "r"), "train", "--method", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset),
             "--no-progress", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]]
-    out = runner.invoke(cli, [*base, "--no-cache"])
+    usage = cache_mod.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache_mod.shutil, "disk_usage", lambda p: usage._replace(free=cache_mod.RESERVE_BYTES + 1000))
+    out = runner.invoke(cli, base)  # no room for the cache: a usage error before any work
+    assert out.exit_code == 2 and "needs" in out.output and "--no-cache" in out.output, out.output
+    assert not (tmp_path / "r").exists()
+    out = runner.invoke(cli, [*base, "--no-cache"])  # validation lets it through: nothing will be cached
     assert out.exit_code == 0, out.output
     meta = json.loads(next((tmp_path / "r").rglob("train.json")).read_text())
     assert meta["pixels"]["source"] == "decode"
+    monkeypatch.undo()
     out = runner.invoke(cli, [*base, "--set", "train.pixel_cache=false"])
     assert "already trained" in out.output  # the same run: how pixels are read is not part of its identity
 

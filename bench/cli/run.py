@@ -138,7 +138,7 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
     metrics = parse_metric_names(metric_names)
     check_metrics(metrics)
     splits = ["train", "test"] if split == "all" else [split]
-    validate_run(spec, names, ["train", *splits])  # every name, value, path and split: before any work
+    validate_run(spec, names, ["train", *splits], evaluate=splits)  # every name, value, path and split: before any work
     from bench.distributed import is_main_process, launched_by_torchrun
 
     main_process = is_main_process()

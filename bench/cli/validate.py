@@ -2,9 +2,10 @@
 
 ``bench train``, ``train-all``, ``run`` and ``colorize`` call :func:`validate_run` first: the dataset, the
 method names and their recipes with every ``--set`` value (types and ranges), the metric names, the device,
-``--root``, and the splits the command will read (found, not empty, and under ``--on-bad-image error`` free
-of bad files). A problem is a usage error (exit status 2) naming the option and the fix, and nothing has
-been trained or written yet: a typo never reaches, let alone replaces, a stored result.
+``--root``, the splits the command will read (found, not empty, and under ``--on-bad-image error`` free
+of bad files), and room for the pixel caches it will build (unless ``--no-cache``). A problem is a usage
+error (exit status 2) naming the option and the fix, and nothing has been trained or written yet: a typo
+never reaches, let alone replaces, a stored result.
 """
 
 from __future__ import annotations
@@ -140,8 +141,38 @@ def unavailable_note(metric_names: Sequence[str], inception_weights: str | None)
             "recorded as unavailable in the results")
 
 
-def validate_run(spec, methods: Sequence[str], splits: Iterable[str]) -> dict:
-    """Check a run before any work; returns ``{name: recipe}``. Raises click usage errors (exit 2)."""
+def check_pixel_cache(spec, recipes: dict, train: bool, evaluate: Iterable[str]) -> None:
+    """The pixel caches the command will build (the train split at each trainable recipe's scale, the
+    evaluated splits at the protocol's) fit on their disk, which is writable; ``--no-cache`` skips them."""
+    from bench.datasets import DATASETS
+    from bench.datasets.base import open_split
+    from bench.datasets.cache import room_problem
+    from bench.datasets.pixels import uses_cache
+    from bench.datasets.views import eval_scale, train_scale
+    from bench.methods import METHODS
+
+    using = [r for r in recipes.values() if spec.pixel_cache and r.train.pixel_cache]
+    if not using:
+        return
+    wanted = []
+    cls = DATASETS.get(spec.dataset)
+    if train and any(r.trainable and METHODS.get(r.adapter).needs_training for r in using):
+        images = open_split(cls, "train", spec.root, on_bad_image=spec.on_bad_image)
+        scales = {train_scale(images, r.train.image_size) for r in using if r.trainable and METHODS.get(r.adapter).needs_training}
+        wanted += [(images, s) for s in sorted(scales, key=lambda s: s or 0) if uses_cache(images, s)]
+    for split in dict.fromkeys(evaluate):
+        images = open_split(cls, split, spec.root, on_bad_image=spec.on_bad_image)
+        scale = eval_scale(images.card.eval_protocol())
+        if uses_cache(images, scale):
+            wanted.append((images, scale))
+    problem = room_problem(wanted)
+    if problem:
+        raise click.UsageError(problem)
+
+
+def validate_run(spec, methods: Sequence[str], splits: Iterable[str], evaluate: Iterable[str] = ()) -> dict:
+    """Check a run before any work; returns ``{name: recipe}``. ``evaluate``: the splits it will evaluate
+    (the others in ``splits`` are read for training). Raises click usage errors (exit 2)."""
     from bench.config import ConfigError
     from bench.progress import line_seconds
     from bench.registry import UnknownName
@@ -159,7 +190,9 @@ def validate_run(spec, methods: Sequence[str], splits: Iterable[str]) -> dict:
         line_seconds()
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    splits = list(splits)
     check_splits(spec, splits)
+    check_pixel_cache(spec, recipes, "train" in splits, evaluate)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     return recipes

@@ -38,11 +38,16 @@ def pixel_source(images: ImageSet, scale: int | None, *, cache: bool = True, dev
     device = torch.device(device or "cpu")
     if images.memory_mapped and scale is None:
         return DecodedPixels(images, None, keep=0)
-    if cache:
+    if uses_cache(images, scale, cache):
         return ensure_cache(images, scale, progress=progress, **({"echo": echo} if echo else {}))[0]
     if gpu_jpeg_applies(images, device):
         return CudaJpegPixels(images, scale, device, keep)
     return DecodedPixels(images, scale, keep)
+
+
+def uses_cache(images: ImageSet, scale: int | None, cache: bool = True) -> bool:
+    """Whether :func:`pixel_source` reads ``images`` at ``scale`` from the pixel cache."""
+    return cache and not (images.memory_mapped and scale is None)
 
 
 def loader_options(pixels: PixelSource, device: torch.device, num_workers: int) -> dict[str, Any]:
