@@ -136,6 +136,7 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = ranged(0, low=0)
     prepare_images: int = ranged(64, low=0)  # training crops shown to Method.prepare (palettes, priors)
+    pixel_cache: bool = True  # crops from the memory-mapped pixel cache (false: decode; see bench.datasets.pixels)
 
     def __post_init__(self):
         check_ranges(self, "train.")
@@ -173,6 +174,11 @@ class PredictConfig:
         return int(tile), int(overlap)
 
 
+# How data is read, not what is trained: crops are identical with and without the cache (tested), so these
+# fields stay out of MethodRecipe.to_dict and hence out of run and result identities, result files and labels.
+NOT_IN_IDENTITY = frozenset({"pixel_cache"})
+
+
 # Tiling by recipe size when a recipe says nothing: the `cpu` recipes train on 64-px crops of images whose
 # shorter side is 256, so they predict in tiles of their crop size (the context they were trained on);
 # the `gpu` recipes train on 176-256-px crops, close to the whole image, and predict it whole.
@@ -208,7 +214,7 @@ class MethodRecipe:
             "training": self.training,
             "size": self.size,
             "params": to_plain(self.params),
-            "train": to_plain(self.train),
+            "train": {k: v for k, v in to_plain(self.train).items() if k not in NOT_IN_IDENTITY},
         }
 
 

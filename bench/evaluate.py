@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from bench import distributed
 from bench.color import lab_to_rgb_uint8, rgb_to_lab
+from bench.device import prefetch
 from bench.methods import Method
 from bench.metrics import Batch, Metric, SetMetric
 from bench.metrics.stats import Bootstrap, mean_ci, source_images
@@ -215,7 +216,8 @@ def _score_chunk(predict: Predictor, part: Subset, view: Any, active: dict[str, 
     ids: list[str] = []
     values: dict[str, list[Tensor]] = {n: [] for n in per_image}
     samples: list[tuple[str, Tensor, Tensor]] = []
-    for rgb, idx in DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0):
+    # The next batch loads in a thread (pinned on CUDA) while this one is scored.
+    for rgb, idx in prefetch(DataLoader(part, batch_size=per_batch, shuffle=False, num_workers=0), pin=device.type == "cuda"):
         rgb = rgb.to(device, non_blocking=True)
         items = [int(k) for k in idx]
         pred = predict(rgb, items)

@@ -18,7 +18,8 @@ from bench.checkpoint import TRAIN_JSON, ModelFile, load_trained, run_identity
 from bench.config import MethodRecipe
 from bench.datasets import DATASETS, ImageSet
 from bench.datasets.base import ALL, DatasetError, open_split
-from bench.datasets.views import EvalView
+from bench.datasets.pixels import pixel_source
+from bench.datasets.views import EvalView, eval_scale
 from bench.device import pick_device
 from bench.distributed import is_main_process
 from bench.evaluate import evaluate
@@ -55,6 +56,7 @@ class RunSpec:
     train_dataset: str | None = None  # --train-on: whose train split trains the methods (None: ``dataset``'s)
     train_root: str | None = None  # --train-root: where that dataset lives
     save_outputs: Path | None = None  # --save-outputs: every output of each evaluation, under this folder
+    pixel_cache: bool = True  # --no-cache: decode images instead of reading the memory-mapped pixel cache
 
     def __post_init__(self):
         check_tag(self.tag)
@@ -134,6 +136,7 @@ def train_one(spec: RunSpec, method: str, resume: bool = True) -> TrainOutcome:
         return train(
             recipe, images, results=spec.results, seed=spec.seed,
             device=pick_device(spec.device), resume=resume, progress=spec.progress,
+            pixel_cache=spec.pixel_cache,
         )
     except Exception as exc:
         raise StageFailed(method, "train", "training", exc) from exc
@@ -217,7 +220,7 @@ def _evaluate(spec: RunSpec, split: str, metric_names: Sequence[str], *, recipe:
     except Exception as exc:
         raise StageFailed(recipe.name, "data", f"reading {spec.dataset}/{split}", exc) from exc
     metrics = build_metrics(list(metric_names), MetricOptions(inception_weights=spec.inception_weights))
-    view = EvalView(images)
+    protocol = images.card.eval_protocol()
     prediction = {"short_side": images.card.short_side, **recipe.prediction()}
     identity = result_identity(method=recipe.name, recipe=recipe.to_dict(), seed=seed, training=training,
                                data=images.identity(), prediction=prediction,
@@ -259,9 +262,13 @@ def _evaluate(spec: RunSpec, split: str, metric_names: Sequence[str], *, recipe:
     }
     # Saved outputs come from scoring every image in this run: an evaluation that saves them starts over
     # rather than resuming from a journal (the journal keeps scores, not outputs).
-    writer = OutputWriter(spec.save_outputs / images.name / split / paths.stem, view) if spec.save_outputs else None
+    writer = None
     t0 = time.perf_counter()
     try:
+        pixels = pixel_source(images, eval_scale(protocol), cache=spec.pixel_cache and recipe.train.pixel_cache,
+                              device=device, progress=spec.progress, keep=1)
+        view = EvalView(images, protocol, pixels=pixels)
+        writer = OutputWriter(spec.save_outputs / images.name / split / paths.stem, view) if spec.save_outputs else None
         method = load(device)
         result = evaluate(method, view, metrics, device=device, batch_size=recipe.train.batch_size, progress=spec.progress,
                           work_dir=None if writer else paths.partial, identity=journal_identity,
@@ -279,6 +286,7 @@ def _evaluate(spec: RunSpec, split: str, metric_names: Sequence[str], *, recipe:
                           paths.failed if d.is_main else None) from exc
     base.update(ok_fields(result), method_info=method.extra_info())
     base["eval_batch_size"] = recipe.train.batch_size if view.fixed_size else 1
+    base["timings"]["pixels"] = view.pixels.describe()
     if view.work_size is not None:  # full-size images: ab predicted at this shorter side, upsampled onto full-res L
         base["work_size"] = view.work_size
     if d.enabled:

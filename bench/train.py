@@ -31,7 +31,8 @@ from bench.checkpoint import (
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
-from bench.datasets.views import train_crops
+from bench.datasets.pixels import loader_options, pixel_source
+from bench.datasets.views import train_crops, train_scale
 from bench.device import pick_device
 from bench.methods import METHODS, Method
 from bench.progress import Progress, progress_mode
@@ -161,8 +162,10 @@ def train(
     device: torch.device | None = None,
     resume: bool = True,
     progress: bool | None = None,
+    pixel_cache: bool = True,
 ) -> TrainOutcome:
     """Train ``recipe`` on ``data`` (the train split) into its run folder, resuming if a checkpoint exists.
+    ``pixel_cache=False`` (``--no-cache``) decodes crops from the files instead (same crops, slower).
 
     Started by torchrun, every process runs this with the same arguments: each takes ``batch_size /
     WORLD_SIZE`` of every global batch, gradients are averaged (:mod:`bench.distributed`), and only rank 0
@@ -198,7 +201,9 @@ def train(
     optimizers = method.configure_optimizers()
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
-    crops = train_crops(data, cfg.image_size, seed)  # at the card's one scale, as evaluation predicts
+    pixels = pixel_source(data, train_scale(data, cfg.image_size), cache=pixel_cache and cfg.pixel_cache,
+                          device=device, progress=progress)
+    crops = train_crops(data, cfg.image_size, seed, pixels)  # at the card's one scale, as evaluation predicts
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -244,6 +249,7 @@ def train(
         "started": now(),
         "resumed_from_step": start,
         "method_info": method.extra_info(),
+        "pixels": pixels.describe(),
     }
     if d.is_main:
         write_json_atomic(run_dir / TRAIN_JSON, meta)
@@ -261,10 +267,8 @@ def train(
         # Process r takes samples r, r + W, r + 2W, ...: global batch i is samples i*B .. (i+1)*B - 1 on any
         # number of processes, so N processes see what one process would.
         sampler=DistributedSampler(stream, num_replicas=d.world, rank=d.rank, shuffle=False, drop_last=True),
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
+        **loader_options(pixels, device, cfg.num_workers),  # workers, pinned batches on CUDA, prefetch
         persistent_workers=False,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
         drop_last=True,
         # Its own generator: a loader otherwise draws a seed from the global RNG when it starts, which a
         # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).

@@ -91,3 +91,80 @@ def test_cuda_evaluation_scores_what_cpu_scores(tmp_path):
         # TF32 convolutions on CUDA move a few outputs by one uint8 level; means stay within these bounds.
         tol = {"psnr": 0.05, "ssim": 1e-3, "ciede2000": 0.05, "colorfulness": 0.1}[name]
         assert abs(scored["cuda"][name]["mean"] - scored["cpu"][name]["mean"]) < tol, name
+
+
+# ---------------------------------------------------------------------------------------------- data path
+
+
+def _jpeg_div2k(root: Path) -> Path:
+    """DIV2K's layout of JPEGs: plain RGB photos (nvJPEG decodes them), one gray and one EXIF-rotated (Pillow does)."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import smooth_image
+
+    rng = np.random.default_rng(0)
+    for split, first, n in (("DIV2K_train_HR", 1, 5), ("DIV2K_valid_HR", 801, 2)):
+        folder = root / split
+        folder.mkdir(parents=True)
+        for k in range(first, first + n):
+            Image.fromarray(smooth_image(rng, 150, 200)).save(folder / f"{k:04d}.jpg", quality=92)
+    Image.fromarray(smooth_image(rng, 150, 200)).convert("L").save(root / "DIV2K_train_HR" / "0006.jpg")
+    rotated = Image.fromarray(smooth_image(rng, 150, 200))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(root / "DIV2K_train_HR" / "0007.jpg", exif=exif)
+    return root
+
+
+def test_gpu_jpeg_decoding_matches_the_cpu(tmp_path):
+    from bench.datasets.pixels import CudaJpegPixels, pixel_source
+
+    images = DATASETS.get("div2k")("train", _jpeg_div2k(tmp_path))
+    source = pixel_source(images, None, cache=False, device=CUDA)
+    assert isinstance(source, CudaJpegPixels)
+    for i, path in enumerate(images.files):
+        got, want = source.image(i), images.load(i)
+        assert got.device.type == "cuda" and got.dtype == torch.uint8 and got.shape == want.shape, path.name
+        diff = (got.cpu().int() - want.int()).abs().float()
+        if path.stem in ("0006", "0007"):  # gray and rotated: Pillow's conversions, on the CPU, exactly
+            assert diff.max() == 0, path.name
+        else:  # nvJPEG rounds its IDCT and chroma upsampling its own way
+            assert diff.mean() < 1.5, (path.name, float(diff.mean()))
+    scaled = pixel_source(images, 64, cache=False, device=CUDA)  # resized on the GPU
+    assert min(scaled.image(0).shape[-2:]) == 64 and scaled.image(0).device.type == "cuda"
+
+
+def test_no_cache_run_on_cuda_decodes_jpegs_on_the_gpu(tmp_path):
+    """``bench run --no-cache`` on JPEGs: crops and evaluation images from nvJPEG (the loader then runs in
+    the training process), scores close to those of the cached (CPU-decoded) pixels."""
+    from click.testing import CliRunner
+
+    from bench.cli import main
+
+    root = _jpeg_div2k(tmp_path / "data")
+    scored = {}
+    for flag in ("--no-cache", None):
+        res = tmp_path / ("nocache" if flag else "cache")
+        args = ["--results", str(res), "run", "--methods", "kmeans32", "--dataset", "div2k", "--root", str(root),
+                "--recipe", "gpu", "--device", "cuda", "--no-progress", "--bootstrap", "0", "--metrics", "psnr,ssim",
+                *[a for k, v in SMALL.items() for a in ("--set", f"{k}={v}")], *([flag] if flag else [])]
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 0, out.output[-3000:]
+        train_meta = json.loads(next(res.rglob("train.json")).read_text())
+        result = json.loads((res / "eval" / "div2k" / "test" / "kmeans32-s0.json").read_text())
+        want = "gpu-jpeg" if flag else "cache"
+        assert train_meta["pixels"]["source"] == want and result["timings"]["pixels"]["source"] == want
+        scored[want] = result["metrics"]
+    assert abs(scored["gpu-jpeg"]["psnr"]["mean"] - scored["cache"]["psnr"]["mean"]) < 1.0
+
+
+def test_prefetched_batches_are_pinned_for_non_blocking_copies():
+    from bench.device import prefetch
+
+    batches = [(torch.full((2, 3, 8, 8), k, dtype=torch.uint8), torch.tensor([k, k])) for k in range(3)]
+    for k, (rgb, idx) in enumerate(prefetch(iter(batches), pin=True)):
+        assert rgb.is_pinned() and idx.is_pinned()
+        on_gpu = rgb.to(CUDA, non_blocking=True)
+        torch.cuda.synchronize()
+        assert torch.equal(on_gpu.cpu(), batches[k][0])

@@ -1,4 +1,5 @@
-"""``bench data fetch|list|verify``: get datasets, see where they are, check them. No torch at import."""
+"""``bench data fetch|list|verify|prepare``: get datasets, see where they are, check them, decode them once. No
+torch at import."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _card(name: str):
 
 @click.group()
 def data() -> None:
-    """Fetch datasets, list where they are, verify their content."""
+    """Fetch datasets, list where they are, verify their content, decode them into the pixel cache."""
 
 
 @data.command("fetch")
@@ -124,3 +125,35 @@ def verify(name, root) -> None:
         failed |= not ok
     if failed:
         raise click.ClickException(f"{name}: verification failed; reinstall with 'bench data fetch {name} --force'")
+
+
+@data.command("prepare")
+@click.argument("name")
+@click.option("--root", type=click.Path(file_okay=False), default=None, help="Where the dataset lives.")
+@click.option("--split", type=click.Choice(["train", "test", "all"]), default="all", show_default=True,
+              help="Which split(s) to decode into the pixel cache.")
+@click.option("--on-bad-image", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
+              help="Unreadable or too-small image files: skip them (as training does), or stop.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars [default: when the terminal is interactive].")
+@user_errors
+def prepare(name, root, split, on_bad_image, progress) -> None:
+    """Decode dataset NAME once into the pixel cache ($BENCH_CACHE/pixels, default ~/.cache/colorbench/pixels),
+    at the scale runs read it: the card's short_side (evaluation with mode full: full size). Training and
+    evaluation otherwise build it on first use. (A recipe whose crops exceed short_side reads a cache at the
+    crop size, built on first use.)"""
+    from bench.cli.validate import check_root
+    from bench.datasets.base import open_split
+    from bench.datasets.cache import ensure_cache, human_bytes, scale_text
+    from bench.datasets.views import eval_scale
+
+    cls, card = _card(name)
+    check_root(name, root)  # usage errors (exit 2) before anything is decoded
+    for s in ["train", "test"] if split == "all" else [split]:
+        images = open_split(cls, s, root, on_bad_image=on_bad_image)
+        scale = card.short_side if s == "train" else eval_scale(card.eval_protocol())
+        if images.memory_mapped and scale is None:
+            click.echo(f"{name}/{s}: no cache needed: its files are uint8 pixels, read through a memory map")
+            continue
+        cache, built = ensure_cache(images, scale, progress=progress, echo=lambda m: click.echo(m, err=True))
+        state = "built" if built else "already prepared"
+        click.echo(f"{name}/{s}: {state}: {len(cache)} images, {scale_text(scale)}, {human_bytes(cache.nbytes)} in {cache.folder}")

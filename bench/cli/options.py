@@ -122,6 +122,8 @@ def _run_options(fn, many_datasets: bool = False):
                      help="Unreadable or too-small image files: skip them (named in the result file and here), or stop."),
         click.option("--pretrained", is_flag=True, expose_value=False, callback=_remember_pretrained,
                      help="ImageNet encoder weights from the torch hub cache for methods that take them (unet, cgan, wgan_gp); never downloads."),
+        click.option("--no-cache", is_flag=True, expose_value=False, callback=_remember("bench.no_cache"),
+                     help="Decode images for every crop instead of reading the pixel cache ($BENCH_CACHE/pixels; same crops, slower)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -197,6 +199,7 @@ def make_spec(ctx: click.Context, dataset, root, size, overrides, seed, device, 
         pretrained=ctx.meta.get("bench.pretrained", False), tag=ctx.meta.get("bench.tag"),
         tile=ctx.meta.get("bench.tile"), tile_overlap=ctx.meta.get("bench.tile_overlap"),
         train_dataset=train_on, train_root=train_root, save_outputs=Path(save_outputs) if save_outputs else None,
+        pixel_cache=not ctx.meta.get("bench.no_cache", False),
     )
 
 

@@ -2,9 +2,10 @@
 
 ``bench train``, ``train-all``, ``run`` and ``colorize`` call :func:`validate_run` first: the dataset, the
 method names and their recipes with every ``--set`` value (types and ranges), the metric names, the device,
-``--root``, and the splits the command will read (found, not empty, and under ``--on-bad-image error`` free
-of bad files). A problem is a usage error (exit status 2) naming the option and the fix, and nothing has
-been trained or written yet: a typo never reaches, let alone replaces, a stored result.
+``--root``, the splits the command will read (found, not empty, and under ``--on-bad-image error`` free
+of bad files), and room for the pixel caches it will build (unless ``--no-cache``). A problem is a usage
+error (exit status 2) naming the option and the fix, and nothing has been trained or written yet: a typo
+never reaches, let alone replaces, a stored result.
 """
 
 from __future__ import annotations
@@ -144,6 +145,39 @@ def unavailable_note(metric_names: Sequence[str], inception_weights: str | None)
             "recorded as unavailable in the results")
 
 
+def check_pixel_cache(recipes: dict, training: Sequence[tuple[str, str | None, str]], evaluated: Sequence, splits: Iterable[str]) -> None:
+    """The pixel caches the command will build fit on their disk, which is writable; ``--no-cache`` skips
+    them. ``training``: (dataset, root, on_bad_image) of each train split read, at each trainable recipe's
+    scale; ``evaluated``: the run specs whose ``splits`` are scored, at their protocol's scale."""
+    from bench.datasets import DATASETS
+    from bench.datasets.base import open_split
+    from bench.datasets.cache import room_problem
+    from bench.datasets.pixels import uses_cache
+    from bench.datasets.views import eval_scale, train_scale
+    from bench.runner import needs_training
+
+    if not evaluated or not evaluated[0].pixel_cache:
+        return
+    using = [r for r in recipes.values() if r.train.pixel_cache]
+    if not using:
+        return
+    wanted = []
+    trainers = [r for r in using if needs_training(r)]
+    for dataset, root, on_bad_image in training if trainers else ():
+        images = open_split(DATASETS.get(dataset), "train", root, on_bad_image=on_bad_image)
+        scales = {train_scale(images, r.train.image_size) for r in trainers}
+        wanted += [(images, s) for s in sorted(scales, key=lambda s: s or 0) if uses_cache(images, s)]
+    for s in evaluated:
+        for split in dict.fromkeys(splits):
+            images = open_split(DATASETS.get(s.dataset), split, s.root, on_bad_image=s.on_bad_image)
+            scale = eval_scale(images.card.eval_protocol())
+            if uses_cache(images, scale):
+                wanted.append((images, scale))
+    problem = room_problem(wanted)
+    if problem:
+        raise click.UsageError(problem)
+
+
 def validate_run(spec, methods: Sequence[str], splits: Iterable[str], more: Sequence = (), allow_no_methods: bool = False) -> dict:
     """Check a run before any work; returns ``{name: recipe}``. Raises click usage errors (exit 2).
 
@@ -178,6 +212,7 @@ def validate_run(spec, methods: Sequence[str], splits: Iterable[str], more: Sequ
             check_split_files(dataset, root, s.on_bad_image, ["train"])
     for s in (spec, *more):
         check_splits(s, splits)
+    check_pixel_cache(recipes, [(d, r, s.on_bad_image) for (d, r), s in training_sets.items()], (spec, *more), splits)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     return recipes

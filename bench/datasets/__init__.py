@@ -9,7 +9,7 @@ import pkgutil
 from bench.datasets.base import DATASETS, BadImage, DatasetError, DatasetNotFound, ImageSet
 
 # Every module here except the shared ones is a loader that registers itself.
-_SHARED = {"base", "io", "views"}
+_SHARED = {"base", "cache", "io", "pixels", "views"}
 for _mod in pkgutil.iter_modules(__path__):
     if not _mod.name.startswith("_") and _mod.name not in _SHARED:
         importlib.import_module(f"{__name__}.{_mod.name}")

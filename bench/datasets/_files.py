@@ -44,9 +44,9 @@ class FileImageSet(ImageSet):
         candidates, others = self.split_files()
         self.ignored = [p.relative_to(self.root).as_posix() for p in others]
         self.files: list[Path] = []
-        self._sides: list[int] | None = []
+        self._shapes: list[tuple[int, int]] | None = []
         if not self.decode_check:
-            self.files, self._sides = candidates, None
+            self.files, self._shapes = candidates, None
             return
         min_side = int(self.card.extra.get("min_side", DEFAULT_MIN_SIDE))
         scan = scan_images(candidates, self.root, min_side, desc=f"{self.name}/{split}")
@@ -57,7 +57,7 @@ class FileImageSet(ImageSet):
                 self.skipped.append({"id": rel, "reason": entry["reason"]})
                 continue
             self.files.append(path)
-            self._sides.append(min(entry["width"], entry["height"]))
+            self._shapes.append((entry["height"], entry["width"]))  # as decoded: after EXIF orientation
             if entry["gray"]:
                 self.gray.append(rel)
             for c in entry["conversions"]:
@@ -86,4 +86,7 @@ class FileImageSet(ImageSet):
         return [file_fingerprint(p, self.root) for p in self.files]
 
     def short_sides(self) -> list[int] | None:
-        return None if self._sides is None else list(self._sides)
+        return None if self._shapes is None else [min(s) for s in self._shapes]
+
+    def image_shapes(self) -> list[tuple[int, int]] | None:
+        return None if self._shapes is None else list(self._shapes)

@@ -60,6 +60,8 @@ class ImageSet(Dataset, abc.ABC):
     #: True for loaders that list split ``all`` (every image) themselves; for the others :func:`open_split`
     #: joins the train and test splits.
     whole_set: ClassVar[bool] = False
+    # load(i) reads stored uint8 pixels through a memory map (no decoding): the pixel cache would be a copy.
+    memory_mapped: ClassVar[bool] = False
     #: A plugin without a card file may carry its card here (same keys as ``bench/datasets/cards/*.yaml``).
     card_data: ClassVar[Mapping[str, Any] | None] = None
 
@@ -112,6 +114,11 @@ class ImageSet(Dataset, abc.ABC):
 
     def short_sides(self) -> list[int] | None:
         """The shorter side of every image when known without decoding (None otherwise)."""
+        return None
+
+    def image_shapes(self) -> list[tuple[int, int]] | None:
+        """(height, width) of every image as :meth:`load` gives it, when known without decoding (None
+        otherwise); the pixel cache announces its size from them before it decodes anything."""
         return None
 
     def identity(self) -> dict[str, Any]:

@@ -72,3 +72,6 @@ class Samples(ImageSet):
 
     def fingerprint_parts(self) -> list[str]:
         return [f"{n}:{hashlib.sha256(self.paths[n].read_bytes()).hexdigest()}" for n in self.names]
+
+    def image_shapes(self) -> list[tuple[int, int]]:
+        return [tuple(self.load(i).shape[-2:]) for i in range(len(self))]  # a few small photos, decoded once per process

@@ -44,6 +44,7 @@ class STL10(ImageSet):
     name = "stl10"
     data_name = "stl10"
     with_unlabeled = False
+    memory_mapped = True
 
     def __init__(self, split: str, root=None, **kwargs):
         super().__init__(split, root, **kwargs)
@@ -104,6 +105,9 @@ class STL10(ImageSet):
 
     def short_sides(self) -> list[int]:
         return [SIDE] * len(self)
+
+    def image_shapes(self) -> list[tuple[int, int]]:
+        return [(SIDE, SIDE)] * len(self)
 
     def check_official(self) -> tuple[bool | None, str]:
         pinned = dict(self.card.extra.get("file_md5", {}))

@@ -1,4 +1,6 @@
-"""Training crops and evaluation protocols on top of an :class:`ImageSet`.
+"""Training crops and evaluation protocols on top of an :class:`ImageSet`, and the :class:`PixelSource`
+they read images from (decoded on demand here; the memory-mapped cache in :mod:`bench.datasets.cache`;
+which one a run uses is decided in :mod:`bench.datasets.pixels`).
 
 Training crops are a pure function of (seed, sample number): sample ``k`` of a run always picks the same
 image, crop and flip, whatever the number of workers or processes, and a resumed run simply starts at
@@ -13,10 +15,12 @@ and evaluation views are cut from images resized to it (full images are predicte
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import Any, Mapping
 
 import numpy as np
+import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -33,23 +37,84 @@ def resize_short(img: Tensor, short: int) -> Tensor:
     return TF.resize(img, [max(short, round(h * s)), max(short, round(w * s))], antialias=True)
 
 
+def eval_scale(protocol: Mapping[str, Any]) -> int | None:
+    """The shorter side an evaluation protocol (``card.eval_protocol()``) reads its images at: the card's
+    ``short_side`` for ``tiles`` and ``center_crop``; None (as they are) for ``full``, whose images are scored
+    at full resolution and resized for prediction only (:func:`bench.evaluate.colorize_full`)."""
+    short = protocol.get("short_side")
+    return int(short) if short and protocol.get("mode", "full") != "full" else None
+
+
+class PixelSource(abc.ABC):
+    """The images of a split at one scale: ``image(i)`` is ``resize_short(images.load(i), scale)`` (or
+    ``images.load(i)`` when ``scale`` is None), a (3, H, W) uint8 tensor on ``device``.
+
+    Where the pixels come from is the source's business: decoding on demand (:class:`DecodedPixels`), the
+    memory-mapped cache (:mod:`bench.datasets.cache`), or the GPU's JPEG decoder (:mod:`bench.datasets.pixels`).
+    """
+
+    scale: int | None = None
+    device: torch.device = torch.device("cpu")
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def image(self, i: int) -> Tensor:
+        """Image ``i`` at the source's scale; callers copy what they keep (it may be a view on shared memory)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a run records about where its pixels came from."""
+        return {"source": type(self).__name__, "scale": self.scale}
+
+
+class DecodedPixels(PixelSource):
+    """Decode (and resize) on demand, keeping the last ``keep`` images of this process (0: none)."""
+
+    def __init__(self, images: ImageSet, scale: int | None, keep: int = 64):
+        self.images, self.scale = images, scale
+        self._prepared = functools.lru_cache(maxsize=keep)(self._prepare) if keep else self._prepare
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _prepare(self, i: int) -> Tensor:
+        img = self.images.load(i)
+        return resize_short(img, self.scale) if self.scale is not None else img
+
+    def image(self, i: int) -> Tensor:
+        return self._prepared(i)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": "decode", "scale": self.scale}
+
+
 class TrainCrops(Dataset):
     """Sample ``k`` -> a random ``size`` x ``size`` crop (and horizontal flip) of a random image."""
 
-    def __init__(self, images: ImageSet, size: int, seed: int, resize_to: int | None = None, cache: int = 64):
+    def __init__(self, images: ImageSet, size: int, seed: int, resize_to: int | None = None, cache: int = 64,
+                 pixels: PixelSource | None = None):
+        """``pixels``: where the images come from, at :meth:`scale_for` ``(size, resize_to)`` (default: decoded
+        on demand, the last ``cache`` images kept per process)."""
         self.images, self.size, self.seed = images, size, seed
-        self.resize_to = max(resize_to or 0, size) if resize_to else None
-        self._prepared = functools.lru_cache(maxsize=cache)(self._prepare)
+        self.resize_to = self.scale_for(size, resize_to)
+        self.pixels = pixels if pixels is not None else DecodedPixels(images, self.resize_to, cache)
+        if self.pixels.scale != self.resize_to or len(self.pixels) != len(images):
+            raise ValueError(f"pixel source at scale {self.pixels.scale} with {len(self.pixels)} images does not fit "
+                             f"crops of {images.name}/{images.split} at scale {self.resize_to} ({len(images)} images)")
+
+    @staticmethod
+    def scale_for(size: int, resize_to: int | None) -> int | None:
+        """The shorter side crops are cut at: the card's training scale, at least the crop; None: as they are."""
+        return max(resize_to or 0, size) if resize_to else None
 
     def __len__(self) -> int:
         return 2**62  # an endless stream; the sampler decides which samples a run draws
 
-    def _prepare(self, i: int) -> Tensor:
-        img = self.images.load(i)
-        if self.resize_to is not None:
-            return resize_short(img, self.resize_to)
-        if min(img.shape[-2:]) < self.size:
-            return resize_short(img, self.size)
+    def _prepared(self, i: int) -> Tensor:
+        img = self.pixels.image(i)
+        if self.resize_to is None and min(img.shape[-2:]) < self.size:
+            return resize_short(img, self.size)  # rare (an image smaller than the crop): not worth keeping
         return img
 
     def draw(self, k: int) -> tuple[int, int, int, bool]:
@@ -69,9 +134,16 @@ class TrainCrops(Dataset):
         return crop.contiguous()
 
 
-def train_crops(images: ImageSet, size: int, seed: int) -> TrainCrops:
-    """The training crops of a split, cut from its images at the card's one scale (``short_side``)."""
-    return TrainCrops(images, size, seed, resize_to=images.card.short_side)
+def train_crops(images: ImageSet, size: int, seed: int, pixels: PixelSource | None = None) -> TrainCrops:
+    """The training crops of a split, cut from its images at the card's one scale (``short_side``); ``pixels``:
+    the split at :func:`train_scale` (default: decoded on demand)."""
+    return TrainCrops(images, size, seed, resize_to=images.card.short_side, pixels=pixels)
+
+
+def train_scale(images: ImageSet, size: int) -> int | None:
+    """The shorter side the training crops of ``size`` px are cut at: the card's ``short_side``, or the crop
+    size when that is larger (None: the images as they are). The pixel cache is built at this scale."""
+    return TrainCrops.scale_for(size, images.card.short_side)
 
 
 def sample_seed(seed: int, k: int) -> np.random.SeedSequence:
@@ -91,7 +163,8 @@ class EvalView(Dataset):
     :func:`bench.evaluate.colorize_full`). ``protocol`` defaults to the card's (``card.eval_protocol()``).
     """
 
-    def __init__(self, images: ImageSet, protocol: Mapping[str, Any] | None = None):
+    def __init__(self, images: ImageSet, protocol: Mapping[str, Any] | None = None, pixels: PixelSource | None = None):
+        """``pixels``: the split at :func:`eval_scale` of the protocol (default: decoded on demand)."""
         self.images = images
         self.protocol = dict(protocol) if protocol else images.card.eval_protocol()
         self.mode = self.protocol.get("mode", "full")
@@ -109,7 +182,12 @@ class EvalView(Dataset):
             self.per_image = 1
         else:
             raise ValueError(f"{images.name}: unknown evaluation mode {self.mode!r} (tiles, center_crop, full)")
-        self._last: tuple[int, Tensor] | None = None
+        self.scale = eval_scale(self.protocol)
+        # Tiles of one image come in a row: keeping the last one decodes each image once.
+        self.pixels = pixels if pixels is not None else DecodedPixels(images, self.scale, keep=1)
+        if self.pixels.scale != self.scale or len(self.pixels) != len(images):
+            raise ValueError(f"pixel source at scale {self.pixels.scale} with {len(self.pixels)} images does not fit "
+                             f"the evaluation of {images.name}/{images.split} at scale {self.scale} ({len(images)} images)")
 
     @property
     def work_size(self) -> int | None:
@@ -132,17 +210,13 @@ class EvalView(Dataset):
         return base
 
     def scaled_image(self, i: int) -> Tensor:
-        """Image ``i`` at the protocol's scale, before any crop (full images: as they are)."""
-        img = self.images.load(i)
-        return resize_short(img, self.short) if self.short is not None and self.mode != "full" else img
+        """Image ``i`` at the protocol's scale, before any crop (full images: as they are); it may be a view on
+        shared memory (the pixel cache): copy what you keep."""
+        return self.pixels.image(i)
 
     def _image(self, i: int) -> Tensor:
-        if self._last is None or self._last[0] != i:  # tiles of one image come in a row: decode once
-            img = self.scaled_image(i)
-            if self.mode != "full" and self.short is not None:
-                img = TF.center_crop(img, [self.short, self.short])
-            self._last = (i, img)
-        return self._last[1]
+        img = self.scaled_image(i)
+        return TF.center_crop(img, [self.short, self.short]) if self.mode != "full" and self.short is not None else img
 
     def __getitem__(self, k: int) -> tuple[Tensor, int]:
         img = self._image(k // self.per_image)
