@@ -52,9 +52,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
-                    rng: Any = None) -> None:
-    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's."""
+                    rng: Any = None, extras: dict[str, Any] | None = None) -> None:
+    """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's.
+    ``extras``: what else a run resumes from (``ema``: the weight EMA's state; ``lr``: each optimiser's
+    learning rate at this step, for the record: the schedule recomputes it from the step)."""
     payload = {
+        **(extras or {}),
         "format": CHECKPOINT_FORMAT,
         "identity": identity_hash,
         "step": step,
@@ -99,4 +102,9 @@ def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> M
     if recipe.trainable and type(method).needs_training:
         ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
         method.load_state_dict(ckpt["model"])
+        if recipe.train.ema_decay and recipe.train.ema_eval:  # the recipe scores the moving average of the weights
+            if not ckpt.get("ema"):
+                raise CheckpointError(f"{run_dir / CHECKPOINT}: the recipe scores EMA weights (train.ema_decay) but the "
+                                      "checkpoint holds none; delete the folder and retrain")
+            method.load_state_dict(ckpt["ema"]["weights"])
     return method.to(device).eval()

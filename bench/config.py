@@ -8,6 +8,7 @@ This module knows no registry: :mod:`bench.recipes` turns a recipe file into a m
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import os
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from bench.schedules import Schedule
 
 SIZES = ("cpu", "gpu")
 
@@ -57,6 +60,27 @@ class TrainConfig:
     compile: bool = False
     num_workers: int = 0
     prepare_images: int = 64  # training crops shown to Method.prepare (palettes, priors)
+    # What a paper's training needs beyond a constant step (bench/schedules.py, bench/averaging.py,
+    # bench/validation.py): the learning-rate schedule, per optimiser where a GAN's differ; an exponential
+    # moving average of the weights; gradient accumulation; validation curves on a held-out slice.
+    schedule: Schedule = Schedule()
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # optimiser name -> its own schedule
+    ema_decay: float | None = None  # e.g. 0.999: keep an EMA of the weights (None: off)
+    ema_eval: bool = True  # with an EMA: score (and validate) the EMA weights rather than the raw ones
+    accumulate: int = 1  # micro-batches per step: batch_size is the global batch, split into this many
+    val_every: int = 0  # PSNR/SSIM on a held-out slice of the training split every N steps (0: off)
+    val_images: int = 16  # size of that slice (at most a quarter of the split)
+
+    def __post_init__(self):
+        if self.accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1, got {self.accumulate}")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of accumulate {self.accumulate} "
+                             "(batch_size is the global batch, split into accumulate micro-batches)")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.val_every < 0 or self.val_images < 1:
+            raise ValueError(f"val_every must be >= 0 (0: off) and val_images >= 1, got {self.val_every}, {self.val_images}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,21 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(coerce(v, a, where) for v, a in zip(value, args))
         inner = args[0] if args else Any
         return origin(coerce(v, inner, where) for v in value)
+    if origin in (collections.abc.Mapping, dict) and dataclasses.is_dataclass(typing.get_args(tp)[-1]):
+        # a mapping of typed sections (train.schedules: optimiser -> Schedule); other mappings stay as read
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): coerce(v, typing.get_args(tp)[-1], f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(tp))}, got {value!r}")
+        return build_dataclass(tp, value, where)
     if tp is Any:
         return value
     if tp is bool:

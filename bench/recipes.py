@@ -57,6 +57,9 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
     params_data = dict(data.get("params") or {})
 
     for key, value in (overrides or {}).items():
+        if key.startswith("train.") and key.count(".") >= 2:  # train.schedule.kind=cosine, train.schedules.gen.kind=...
+            _set_nested(train_data, key, value)
+            continue
         section, _, leaf = key.rpartition(".")
         if section not in ("", "train", "params"):
             raise ConfigError(f"--set {key}: the key must be train.<field> or params.<field>")
@@ -85,6 +88,22 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         train=train,
         source=where,
     )
+
+
+def _set_nested(train_data: dict[str, Any], key: str, value: str) -> None:
+    """``--set train.schedule.kind=cosine``: one value inside a typed section of the training config; the
+    whole section is checked with the rest of the config."""
+    path = key.split(".")[1:]
+    sections = {f.name for f in fields(TrainConfig) if f.name in ("schedule", "schedules")}
+    if path[0] not in sections:
+        raise ConfigError(f"--set {key}: only {', '.join(sorted(sections))} have fields inside them; "
+                          f"use --set train.<field>=<value> for the others")
+    node = train_data
+    for part in path[:-1]:
+        child = node.get(part)
+        node[part] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    node[path[-1]] = value
 
 
 def build_method(recipe: MethodRecipe) -> Method:
