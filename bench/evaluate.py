@@ -55,10 +55,10 @@ def colorize(method: Method, rgb: Tensor) -> Tensor:
     """(B, 3, H, W) uint8 RGB (or its gray version) on the method's device -> colourised uint8 RGB."""
     lab = rgb_to_lab(rgb)
     L = lab[:, :1]
-    ab = method.predict_ab(L).to(L.dtype)
-    if ab.shape != (L.shape[0], 2, *L.shape[2:]):
-        raise RuntimeError(f"predict_ab returned shape {tuple(ab.shape)}, expected {(L.shape[0], 2, *L.shape[2:])}")
-    return lab_to_rgb_uint8(torch.cat([L, ab], 1))
+    out = method.predict_lab(L).to(L.dtype)
+    if out.shape != (L.shape[0], 3, *L.shape[2:]):
+        raise RuntimeError(f"predict_lab returned shape {tuple(out.shape)}, expected {(L.shape[0], 3, *L.shape[2:])}")
+    return lab_to_rgb_uint8(out)
 
 
 @torch.no_grad()
@@ -67,7 +67,8 @@ def colorize_full(method: Method, rgb: Tensor, work_size: int | None) -> Tensor:
 
     As Zhang et al.'s demo: ab is predicted on the L channel resized to the model's working scale (shorter
     side ``work_size``, aspect kept; the demo squashes to 256x256), upsampled bilinearly to H x W and
-    joined to the original full-resolution L. ``None``: predict at full resolution.
+    joined to the original full-resolution L (a method that predicts its own lightness keeps its own L,
+    upsampled with ab). ``None``: predict at full resolution.
     """
     lab = rgb_to_lab(rgb)
     L = lab[:, :1]
@@ -77,12 +78,13 @@ def colorize_full(method: Method, rgb: Tensor, work_size: int | None) -> Tensor:
         s = work_size / min(h, w)
         size = (max(1, round(h * s)), max(1, round(w * s)))
         small = F.interpolate(L, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
-    ab = method.predict_ab(small).to(L.dtype)
-    if ab.shape != (L.shape[0], 2, *small.shape[2:]):
-        raise RuntimeError(f"predict_ab returned shape {tuple(ab.shape)}, expected {(L.shape[0], 2, *small.shape[2:])}")
-    if ab.shape[-2:] != (h, w):
-        ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False, antialias=small.shape[-2] > h)
-    return lab_to_rgb_uint8(torch.cat([L, ab], 1))
+    out = method.predict_lab(small).to(L.dtype)
+    if out.shape != (L.shape[0], 3, *small.shape[2:]):
+        raise RuntimeError(f"predict_lab returned shape {tuple(out.shape)}, expected {(L.shape[0], 3, *small.shape[2:])}")
+    if out.shape[-2:] != (h, w):
+        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False, antialias=small.shape[-2] > h)
+    # The full-resolution L of the input, unless the method's own lightness is what it outputs.
+    return lab_to_rgb_uint8(out if method.predicts_lightness else torch.cat([L, out[:, 1:]], 1))
 
 
 def work_size_for(train_image_size: int, card_extra: Mapping[str, Any]) -> int:
