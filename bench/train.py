@@ -307,35 +307,9 @@ def train(
             L, ab = lab[:, :1], lab[:, 1:]
             if cfg.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
-            # train.accumulate micro-batches: each backward adds 1/n of its loss's gradient, and the optimiser
-            # steps once all n have, so n micro-batches equal one batch n times as large.
-            n = cfg.accumulate
-            micro = [method.training_step(l_, a_, step) for l_, a_ in zip(L.chunk(n), ab.chunk(n))] if n > 1 else [method.training_step(L, ab, step)]
-            for i, upd in micro_updates([autocast_updates(m, autocast) for m in micro]):
-                if i == 0:
-                    current, opt = upd.optimizer, optimizers[upd.optimizer]
-                    params = [p for g in opt.param_groups for p in g["params"]]
-                    opt.zero_grad(set_to_none=True)
-                    loss_sum, logs_sum = None, {}
-                elif upd.optimizer != current:
-                    raise RuntimeError(f"{recipe.name}: micro-batch {i} yielded an update of {upd.optimizer!r} where micro-batch 0 "
-                                       f"yielded one of {current!r}; train.accumulate needs the same sequence of updates")
-                loss = upd.loss if n == 1 else upd.loss / n
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
-                for k, v in upd.logs.items():
-                    v = v.detach().float() if n == 1 else v.detach().float() / n
-                    logs_sum[k] = v if k not in logs_sum else logs_sum[k] + v
-                if i < n - 1:
-                    continue
-                distributed.average_gradients(params, d)
-                if cfg.grad_clip:
-                    if scaler:
-                        scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(opt) if scaler else opt.step()
-                bad |= ~torch.isfinite(loss_sum)
-                for k, v in {f"loss_{upd.optimizer}": loss_sum, **logs_sum}.items():
+            for name, loss, logs in take_step(method, optimizers, L, ab, step, cfg, autocast, scaler, d):
+                bad |= ~torch.isfinite(loss)
+                for k, v in {f"loss_{name}": loss, **logs}.items():
                     sums[k] = sums.get(k, 0) + v
                     counts[k] = counts.get(k, 0) + 1
             if scaler:
@@ -423,6 +397,44 @@ def _throughput(ips: float | None, flops: float | None, device: torch.device, am
         achieved = ips * flops
         out.update(achieved_flops_per_s=achieved, matmul_flops_per_s=peak, fraction_of_matmul=round(achieved / (peak * world), 4))
     return out
+
+
+def take_step(method: Method, optimizers: dict[str, torch.optim.Optimizer], L: Tensor, ab: Tensor, step: int, cfg: Any,
+              autocast: Any, scaler: Any, d: distributed.Dist) -> Iterator[tuple[str, Tensor, dict[str, Tensor]]]:
+    """One training step: each update the method yields is a backward and an optimiser step; yields
+    (optimiser, loss, logs) of each once it is stepped (the loss and logs as floats, detached).
+
+    With ``train.accumulate`` = n the batch is cut into n micro-batches: each backward adds 1/n of its loss's
+    gradient and the optimiser steps once all n have, so n micro-batches equal one batch n times as large
+    (networks without batch statistics: to float rounding). With n = 1 this is the plain step, bit for bit.
+    """
+    n = cfg.accumulate
+    streams = [method.training_step(L, ab, step)] if n == 1 else \
+        [method.training_step(l_, a_, step) for l_, a_ in zip(L.chunk(n), ab.chunk(n))]
+    for i, upd in micro_updates([autocast_updates(s, autocast) for s in streams]):
+        if i == 0:
+            name, opt = upd.optimizer, optimizers[upd.optimizer]
+            params = [p for g in opt.param_groups for p in g["params"]]
+            opt.zero_grad(set_to_none=True)
+            loss_sum, logs_sum = None, {}
+        elif upd.optimizer != name:
+            raise RuntimeError(f"micro-batch {i} yielded an update of {upd.optimizer!r} where micro-batch 0 yielded one of "
+                               f"{name!r}; train.accumulate needs every micro-batch to yield the same sequence of updates")
+        loss = upd.loss if n == 1 else upd.loss / n
+        (scaler.scale(loss) if scaler else loss).backward()
+        loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+        for k, v in upd.logs.items():
+            v = v.detach().float() if n == 1 else v.detach().float() / n
+            logs_sum[k] = v if k not in logs_sum else logs_sum[k] + v
+        if i < n - 1:
+            continue
+        distributed.average_gradients(params, d)
+        if cfg.grad_clip:
+            if scaler:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(opt) if scaler else opt.step()
+        yield name, loss_sum, logs_sum
 
 
 def micro_updates(streams: list[Iterator]) -> Iterator[tuple[int, Any]]:
