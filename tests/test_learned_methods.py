@@ -78,8 +78,8 @@ LEARNERS = [
     ("unet", {**GENERATOR, "train.lr": "3e-3", "params.phase2_from_step": "30"}, 40),
     ("cgan", {**GENERATOR, "train.lr": "2e-3", "params.disc_width": "8"}, 60),
     ("wgan_gp", {**GENERATOR, "train.lr": "2e-3", "params.critic_width": "8", "params.n_critic": "2", "train.log_every": "1"}, 80),
-    ("autoencoder-ab", {"train.lr": "3e-3"}, 40),
-    ("autoencoder-rgb", {"train.lr": "3e-3"}, 40),
+    ("autoencoder-ab", {"train.lr": "3e-3", "train.batch_size": "8"}, 40),
+    ("autoencoder-rgb", {"train.lr": "3e-3", "train.batch_size": "8"}, 40),
 ]
 
 
