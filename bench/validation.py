@@ -33,7 +33,7 @@ class SplitPart(ImageSet):
     of the split plus the ids it keeps, so what is cached per split (Zhang's prior) is cached per part.
     """
 
-    def __init__(self, base: ImageSet, indices: list[int], role: str):  # noqa: D107 (no ImageSet.__init__: nothing to scan)
+    def __init__(self, base: ImageSet, indices: list[int], role: str):  # not ImageSet.__init__: nothing to scan again
         self.base, self.indices, self.role = base, list(indices), role
         self.name, self.data_name, self.needs_root = base.name, base.data_name, base.needs_root
         self.split, self.card, self.root = base.split, base.card, base.root

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 from skimage.metrics import peak_signal_noise_ratio
 from torch import nn
 
@@ -22,13 +23,14 @@ from bench.averaging import WeightEMA
 from bench.checkpoint import load_checkpoint, load_trained
 from bench.config import ConfigError
 from bench.datasets import DATASETS
+from bench.datasets.views import resize_short
 from bench.evaluate import colorize
 from bench.methods import METHODS
 from bench.methods.base import Method, Update
 from bench.recipes import load_recipe
 from bench.schedules import Schedule, lr_factor
 from bench.train import train
-from bench.validation import held_out_indices
+from bench.validation import hold_out, held_out_indices
 
 SMALL = {"train.steps": "6", "train.batch_size": "4", "train.image_size": "32", "train.prepare_images": "8",
          "train.log_every": "1", "train.ckpt_every": "2"}
@@ -254,9 +256,6 @@ def test_validation_curves_on_held_out_training_images(tiny_methods, data, tmp_p
 
     # the last row is the final weights scored on that image, as scikit-image scores them
     method = load_trained(recipe, out.run_dir, torch.device("cpu"))
-    from bench.datasets.views import resize_short
-    import torchvision.transforms.v2.functional as TF
-
     img = TF.center_crop(resize_short(data.load(held_out_indices(len(data), 8)[0]), 256), [32, 32]).unsqueeze(0)
     pred = colorize(method, img)
     want = peak_signal_noise_ratio(img[0].numpy(), pred[0].numpy(), data_range=255)
@@ -264,9 +263,7 @@ def test_validation_curves_on_held_out_training_images(tiny_methods, data, tmp_p
     assert 0 < float(val[-1]["val_ssim"]) <= 1
 
 
-def test_too_small_a_split_for_validation_is_a_clear_error(data, tmp_path):
-    from bench.validation import hold_out
-
+def test_too_small_a_split_for_validation_is_a_clear_error():
     with pytest.raises(ValueError, match="too few to hold out a validation slice.*train.val_every=0"):
         hold_out(type("Three", (), {"__len__": lambda self: 3, "name": "toy", "split": "train"})(), 16)
 
