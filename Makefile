@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 
-.PHONY: demo test bench report ci-bench ci-baseline clean
+.PHONY: demo test bench report wheel-check ci-bench ci-baseline clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench: $(STAMP)
 report: $(STAMP)
 	$(BIN)/bench report
 
+# Build the wheel, install it apart from the checkout and run `bench` from another folder (about 30 s).
+wheel-check: $(STAMP)
+	PY=$(BIN)/python .ci/wheel-check
+
 # The CI benchmark (.ci/benchmark lists the methods): a short deterministic CPU run on `samples`, then
 # `bench check` against results/baselines/ci-samples.json. ci-baseline rewrites that file on purpose.
 ci-bench: $(STAMP)
@@ -36,6 +40,7 @@ ci-bench: $(STAMP)
 
 ci-baseline: $(STAMP)
 	BENCH=$(BIN)/bench .ci/benchmark --update
+	$(BIN)/python .ci/readme_excerpt.py --write
 
 clean:
 	rm -rf $(VENV) results/train results/eval reports

@@ -1,10 +1,12 @@
 """Drift check: compare stored results with a committed baseline, metric by metric, within tolerances.
 
-A baseline is a compact JSON file: per (method, dataset, split, seed) the metric means and what makes them
-comparable (schema version, dataset content hash, evaluation protocol) plus a hash of the recipe. The
-check fails when a metric moved by more than its tolerance (either way: an unexpected gain is a change
-too), when an entry of the baseline has no current result, or when data or protocol changed under it.
-The baseline changes only on purpose, with ``bench check --update-baseline``.
+A baseline is a compact JSON file: per (method, dataset, split, seed, tag) the metric means and what makes
+them comparable (schema version, dataset content hash, evaluation protocol, prediction scale and tiling)
+plus a hash of the recipe and the result's id. The check fails when a metric moved by more than its
+tolerance (either way: an unexpected gain is a change too), when an entry of the baseline has no current
+result, when several current results could be it (other settings side by side, none with the baseline's
+id: the line lists them), or when data, protocol or prediction changed under it. The baseline changes only
+on purpose, with ``bench check --update-baseline``.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from bench.identity import result_id
 from bench.store import iter_results, now, read_json, short_hash, write_json_atomic
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2  # 2: entries carry tag, result_id and prediction; format 1 files are still read
 # Absolute tolerances (metric units); "*" applies to metrics not named. "1%" would be relative to the baseline.
 DEFAULT_TOLERANCE = {"psnr": "0.05", "ssim": "0.002", "*": "0.5%"}
 
-Key = tuple[str, str, str, int]  # method, dataset, split, seed
+Key = tuple[str, str, str, int, str]  # method, dataset, split, seed, tag ("" when untagged)
 
 
 class CheckError(Exception):
@@ -86,9 +89,12 @@ def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
         "dataset": ds.get("name"),
         "split": result.get("split"),
         "seed": result.get("seed"),
+        "tag": result.get("tag"),
+        "result_id": result_id(result),
         "schema_version": result.get("schema_version"),
         "content_hash": ds.get("content_hash"),
         "eval_protocol": ds.get("eval_protocol"),
+        "prediction": result.get("prediction"),
         "n_images": result.get("n_images"),
         "recipe_hash": short_hash(result.get("recipe"), 16) if result.get("recipe") is not None else None,
         "cpu": (result.get("environment") or {}).get("cpu"),
@@ -97,13 +103,19 @@ def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def key_of(entry: Mapping[str, Any]) -> Key:
-    return (str(entry.get("method")), str(entry.get("dataset")), str(entry.get("split")), int(entry.get("seed") or 0))
+    return (str(entry.get("method")), str(entry.get("dataset")), str(entry.get("split")), int(entry.get("seed") or 0),
+            str(entry.get("tag") or ""))
 
 
-def current_results(root: Path, datasets: Iterable[str] | None = None) -> tuple[dict[Key, dict], dict[Key, dict]]:
-    """(entries of successful results, failed result files) under ``root`` by key."""
+def key_text(key: Key) -> str:
+    return "/".join(map(str, key[:4])) + (f"@{key[4]}" if key[4] else "")
+
+
+def current_results(root: Path, datasets: Iterable[str] | None = None) -> tuple[dict[Key, list[dict]], dict[Key, dict]]:
+    """(entries of successful results, failed result files without a successful one) under ``root`` by key.
+    A key holds several entries when one method was run with several untagged settings."""
     wanted = set(datasets or ())
-    ok: dict[Key, dict] = {}
+    ok: dict[Key, list[dict]] = {}
     failed: dict[Key, dict] = {}
     try:
         for _, data in iter_results(root):
@@ -112,12 +124,23 @@ def current_results(root: Path, datasets: Iterable[str] | None = None) -> tuple[
                 continue
             if data.get("status") == "ok":
                 entry = entry_of(data)
-                ok[key_of(entry)] = entry
+                ok.setdefault(key_of(entry), []).append(entry)
             else:
-                failed[key_of({"method": data.get("method"), "dataset": name, "split": data.get("split"), "seed": data.get("seed")})] = data
+                failed[key_of({"method": data.get("method"), "dataset": name, "split": data.get("split"),
+                               "seed": data.get("seed"), "tag": data.get("tag")})] = data
     except ValueError as exc:
         raise CheckError(str(exc)) from None
-    return ok, failed
+    return ok, {k: v for k, v in failed.items() if k not in ok}
+
+
+def single_results(current: Mapping[Key, list[dict]]) -> list[dict]:
+    """One entry per key, or an error listing the candidates where a key has several (to write a baseline)."""
+    ambiguous = {k: v for k, v in current.items() if len(v) > 1}
+    if ambiguous:
+        lines = [f"  {key_text(k)}: " + ", ".join(f"{e['method']}@{e['result_id']}" for e in v) for k, v in sorted(ambiguous.items())]
+        raise CheckError("several results of one method, dataset, split and seed, so the baseline would not know which "
+                         "to hold:\n" + "\n".join(lines) + "\nRe-run them with --tag NAME, or remove the results you do not mean")
+    return [v[0] for v in current.values()]
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
@@ -127,8 +150,8 @@ def read_baseline(path: Path) -> dict[str, Any]:
         raise CheckError(f"{path}: no such baseline; create one on purpose with 'bench check --update-baseline --baseline {path}'") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckError(f"{path}: not a readable baseline ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("results"), list):
-        raise CheckError(f"{path}: not a colorbench baseline (format {BASELINE_FORMAT} with a 'results' list)")
+    if not isinstance(data, dict) or data.get("format") not in (1, BASELINE_FORMAT) or not isinstance(data.get("results"), list):
+        raise CheckError(f"{path}: not a colorbench baseline (format 1 or {BASELINE_FORMAT} with a 'results' list)")
     for k, entry in enumerate(data["results"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("metrics"), dict) or "method" not in entry:
             raise CheckError(f"{path}: results[{k}] is not a baseline entry (method, dataset, split, seed, metrics)")
@@ -176,27 +199,48 @@ class Comparison:
         return any(line.failed for line in self.lines)
 
 
-def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Mapping[Key, dict],
+def _pick(entry: Mapping[str, Any], candidates: list[dict]) -> tuple[dict | None, str]:
+    """The current result a baseline entry is about: the only candidate, or the one with its id."""
+    if len(candidates) == 1:
+        return candidates[0], ""
+    same = [c for c in candidates if c.get("result_id") == entry.get("result_id")]
+    if len(same) == 1:
+        return same[0], ""
+    names = ", ".join(f"{c['method']}@{c['result_id']}" for c in candidates)
+    return None, (f"{len(candidates)} current results ({names}) and none has the baseline's id "
+                  f"{entry.get('result_id')}: tag the runs (--tag) or remove the ones you do not mean")
+
+
+def compare(baseline: Mapping[str, Any], current: Mapping[Key, list[dict]], failed: Mapping[Key, dict],
             tolerances: Mapping[str, str], fail_on_new: bool = False) -> Comparison:
     """Every baseline metric against the current result of the same key; new results listed after."""
     out = Comparison()
     seen: set[Key] = set()
     unchecked: dict[tuple[str, ...], list[str]] = {}
+    pairs: list[tuple[Mapping[str, Any], dict]] = []
     for entry in sorted(baseline["results"], key=key_of):
         key = key_of(entry)
         seen.add(key)
-        cur = current.get(key)
-        if cur is None:
+        if key not in current:
             why = f"the result failed: {failed[key].get('error', 'unknown error')}" if key in failed else "no current result"
             out.lines.append(Line(key, "*", None, None, "", "MISSING", True, why))
             continue
+        cur, why = _pick(entry, current[key])
+        if cur is None:
+            out.lines.append(Line(key, "*", None, None, "", "AMBIGUOUS", True, why))
+            continue
+        pairs.append((entry, cur))
         changed = [label for field_, label in (("schema_version", "schema version"), ("content_hash", "dataset content hash"),
-                                               ("eval_protocol", "evaluation protocol")) if entry.get(field_) != cur.get(field_)]
+                                               ("eval_protocol", "evaluation protocol"), ("prediction", "prediction scale or tiling"))
+                   if entry.get(field_) != cur.get(field_)]
         if changed:
             out.lines.append(Line(key, "*", None, None, "", "NOT COMPARABLE", True, f"{', '.join(changed)} changed since the baseline"))
             continue
         if entry.get("recipe_hash") and cur.get("recipe_hash") and entry["recipe_hash"] != cur["recipe_hash"]:
-            out.notes.append(f"{'/'.join(map(str, key))}: the recipe changed since the baseline (metrics are still compared)")
+            out.notes.append(f"{key_text(key)}: the recipe changed since the baseline (metrics are still compared)")
+        elif entry.get("result_id") and entry.get("result_id") != cur.get("result_id") and not entry.get("tag"):
+            out.notes.append(f"{key_text(key)}: the result's identity changed since the baseline ({entry['result_id']} -> "
+                             f"{cur.get('result_id')}: code or settings; metrics are still compared)")
         for metric, base in entry["metrics"].items():
             b = base.get("mean") if isinstance(base, dict) else base
             now_entry = cur["metrics"].get(metric)
@@ -216,14 +260,13 @@ def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Ma
                 out.lines.append(Line(key, metric, b, c, str(tol), "DRIFT" if drift else "ok", drift, way.strip(" ()") if drift else ""))
         extra = tuple(m for m in cur["metrics"] if m not in entry["metrics"])
         if extra:
-            unchecked.setdefault(extra, []).append("/".join(map(str, key)))
+            unchecked.setdefault(extra, []).append(key_text(key))
     # One note per set of unchecked metrics, not one per result and metric (a baseline made before new
     # metrics existed would otherwise print a line for each).
     for extra, keys in unchecked.items():
         where = "every result" if len(keys) == len(baseline["results"]) else ", ".join(keys)
         out.notes.append(f"{where}: metric(s) {', '.join(extra)} not in the baseline (not checked)")
-    cpus = {(e.get("cpu"), current[key_of(e)].get("cpu")) for e in baseline["results"] if key_of(e) in current}
-    moved = sorted({f"{b} -> {c}" for b, c in cpus if b and c and b != c})
+    moved = sorted({f"{e.get('cpu')} -> {c.get('cpu')}" for e, c in pairs if e.get("cpu") and c.get("cpu") and e.get("cpu") != c.get("cpu")})
     if moved:
         out.notes.append(
             f"the baseline was computed on another CPU model ({'; '.join(moved)}): a few training steps amplify "
@@ -232,7 +275,9 @@ def compare(baseline: Mapping[str, Any], current: Mapping[Key, dict], failed: Ma
             "not the code; check on the baseline's kind of machine, or rewrite the baseline with 'make ci-baseline' "
             "from unchanged code first")
     for key in sorted(set(current) - seen):
-        out.lines.append(Line(key, "*", None, None, "", "new", fail_on_new, "not in the baseline; add it with --update-baseline"))
+        for cur in current[key]:
+            out.lines.append(Line(key, "*", None, None, "", "new", fail_on_new,
+                                  f"{cur['method']}@{cur['result_id']} is not in the baseline; add it with --update-baseline"))
     return out
 
 
@@ -242,7 +287,7 @@ def format_comparison(comp: Comparison) -> str:
     for ln in comp.lines:
         change = "" if ln.baseline is None or ln.current is None else f"{ln.current - ln.baseline:+.6f}"
         status = ln.status + (f": {ln.detail}" if ln.detail else "")
-        rows.append([ln.key[0], ln.key[1], ln.key[2], str(ln.key[3]), ln.metric, _num(ln.baseline), _num(ln.current), change,
+        rows.append([ln.key[0] + (f"@{ln.key[4]}" if ln.key[4] else ""), ln.key[1], ln.key[2], str(ln.key[3]), ln.metric, _num(ln.baseline), _num(ln.current), change,
                      ln.tolerance, status])
     text = text_table(head, rows, right={3, 5, 6, 7, 8})
     if comp.notes:

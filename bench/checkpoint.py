@@ -6,6 +6,7 @@ Checkpoints are written atomically and loaded with ``weights_only=True``: a chec
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import torch
 
 from bench.config import MethodRecipe
 from bench.datasets.base import ImageSet
-from bench.methods import Method
+from bench.methods import METHODS, Method
 from bench.recipes import build_method
-from bench.store import atomic_path, read_json, train_dir, train_identity
+from bench.identity import method_code
+from bench.store import atomic_path, read_json, sha256_file, train_dir, train_identity
 
 CHECKPOINT = "checkpoint.pt"
 TRAIN_JSON = "train.json"
@@ -84,7 +86,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 
 def run_identity(recipe: MethodRecipe, data: ImageSet, seed: int) -> dict[str, Any]:
-    return train_identity(recipe.to_dict(), data.identity(), seed)
+    return train_identity(recipe.to_dict(), data.identity(), seed, method_code(METHODS.get(recipe.adapter)))
 
 
 def run_dir_for(results: Path, recipe: MethodRecipe, data: ImageSet, seed: int) -> Path:
@@ -92,8 +94,33 @@ def run_dir_for(results: Path, recipe: MethodRecipe, data: ImageSet, seed: int) 
 
 
 def is_trained(run_dir: Path) -> bool:
+    """Whether the run finished and its checkpoint is the file it finished with (the SHA-256 that
+    ``train.json`` recorded). A finished run whose checkpoint differs (truncated by a full disk, copied in
+    part, changed) is an error that says how to retrain, never "already trained"."""
     meta = run_dir / TRAIN_JSON
-    return meta.exists() and (run_dir / CHECKPOINT).exists() and read_json(meta).get("status") == "done"
+    ckpt = run_dir / CHECKPOINT
+    if not meta.exists() or not ckpt.exists():
+        return False
+    info = read_json(meta)
+    if info.get("status") != "done" or not info.get("checkpoint_sha256"):
+        return False  # unfinished, or finished before checkpoints were hashed: resumed (and hashed) again
+    if checkpoint_sha256(ckpt) != info["checkpoint_sha256"]:
+        raise CheckpointError(
+            f"{ckpt}: this finished run's checkpoint does not match the SHA-256 recorded in {meta.name} "
+            f"({info['checkpoint_sha256'][:16]}...): it was truncated or changed after training. "
+            "Retrain it with --restart (bench train ... --restart), or delete the folder"
+        )
+    return True
+
+
+def checkpoint_sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
 
 
 def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> Method:

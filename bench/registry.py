@@ -27,13 +27,21 @@ class RegistryError(KeyError):
 class UnknownName(RegistryError):
     def __init__(self, kind: str, name: str, choices: list[str]):
         self.kind, self.name, self.choices = kind, name, choices
-        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+        # Compared case-blind, so "PSNR" finds "psnr"; what is suggested is the registered spelling.
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.5)]
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         super().__init__(f"unknown {kind} {name!r}.{hint} Choices: {', '.join(choices) or '(none)'}")
 
 
 class DuplicateName(RegistryError):
     pass
+
+
+def has_plugins(group: str) -> bool:
+    """Whether any installed distribution declares an entry point in ``group``: reads package metadata
+    only, so a caller can skip importing a registry (and torch) when there is nothing to load."""
+    return any(True for _ in metadata.entry_points(group=group))
 
 
 @dataclass(frozen=True)

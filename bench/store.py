@@ -3,9 +3,13 @@
 Layout under the results root (``--results``, ``$BENCH_RESULTS``, default ``./results``)::
 
     train/<method>/<dataset>-s<seed>-<id10>/   checkpoint.pt, losses.csv, train.json
-    eval/<dataset>/<split>/<method>-s<seed>.json  (+ .csv per-image rows, + -samples/ a few outputs)
+    eval/<dataset>/<split>/<method>-s<seed>-<rid>.json  (+ .csv per-image rows, + -samples/ a few outputs,
+                                                         + .failed.json: a failed re-run, beside a good result)
 
-Reports and checks read these files only; they never recompute a metric.
+``<rid>`` is the user's ``--tag`` or the first 10 hex digits of the result's identity hash (see
+:mod:`bench.identity`), so results of different settings live side by side. Schema 1 results
+(``<method>-s<seed>.json``) are still read. Reports and checks read these files only; they never
+recompute a metric.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results keyed by their identity (tag or hash in the file name), prediction recorded
 
 
 def _read_umask() -> int:
@@ -157,17 +161,43 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def train_identity(recipe_dict: dict, dataset_identity: dict, seed: int) -> dict[str, Any]:
-    return {"recipe": recipe_dict, "dataset": dataset_identity, "seed": seed, "code_version": code_version()}
+def train_identity(recipe_dict: dict, dataset_identity: dict, seed: int, code: dict) -> dict[str, Any]:
+    """What a trained artefact is: the recipe, the training data by content (not by where it lies, so moved
+    data is not retrained) and the scale its crops are cut at, the seed, and the code (see
+    :func:`bench.identity.method_code`)."""
+    data = {k: dataset_identity.get(k) for k in ("name", "split", "content_hash")}
+    data["short_side"] = (dataset_identity.get("eval_protocol") or {}).get("short_side")
+    return {"recipe": recipe_dict, "dataset": data, "seed": seed, "code": code}
 
 
 def train_dir(root: Path, method: str, dataset: str, seed: int, identity: dict) -> Path:
     return root / "train" / method / f"{dataset}-s{seed}-{short_hash(identity)}"
 
 
-def eval_paths(root: Path, method: str, dataset: str, split: str, seed: int) -> tuple[Path, Path, Path]:
-    base = root / "eval" / dataset / split / f"{method}-s{seed}"
-    return base.with_suffix(".json"), base.with_suffix(".csv"), base.parent / f"{base.name}-samples"
+class ResultPaths:
+    """The files of one result: ``<stem>.json``, ``.csv``, ``-samples/``, the journal ``.partial/`` and a
+    failed re-run's ``.failed.json`` (never written over a good result)."""
+
+    def __init__(self, root: Path, dataset: str, split: str, stem: str):
+        self.folder = Path(root) / "eval" / dataset / split
+        self.stem = stem
+        self.json = self.folder / f"{stem}.json"
+        self.csv = self.folder / f"{stem}.csv"
+        self.samples = self.folder / f"{stem}-samples"
+        self.partial = self.folder / f"{stem}.partial"
+        self.failed = self.folder / f"{stem}.failed.json"
+
+
+def result_stem(method: str, seed: int, rid: str) -> str:
+    return f"{method}-s{seed}-{rid}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def iter_results(root: Path) -> Iterator[tuple[Path, dict]]:

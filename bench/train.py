@@ -27,15 +27,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from bench import distributed
 from bench.averaging import WeightEMA
 from bench.checkpoint import (
-    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, is_trained, load_checkpoint, rng_state, run_identity,
-    save_checkpoint, set_rng_state,
+    CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, checkpoint_sha256, is_trained, load_checkpoint, rng_state,
+    run_identity, save_checkpoint, set_rng_state,
 )
 from bench.color import rgb_to_lab
 from bench.config import MethodRecipe, to_plain
 from bench.datasets.base import ImageSet
-from bench.datasets.views import TrainCrops
+from bench.datasets.views import train_crops
 from bench.device import pick_device
 from bench.methods import METHODS, Method
+from bench.progress import Progress, progress_mode
 from bench.recipes import build_method
 from bench.schedules import apply_schedules, check_optimizer_names, remember_base_lr, schedule_for
 from bench.store import atomic_path, environment, now, short_hash, train_dir, write_json_atomic
@@ -44,6 +45,10 @@ from bench.validation import VALIDATION, Validator, hold_out
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which checkpoint is kept and that the same command resumes."""
 
 
 def seed_everything(seed: int, device: torch.device) -> None:
@@ -72,6 +77,7 @@ class TrainOutcome:
     steps: int = 0
     seconds: float = 0.0
     images_per_s: float | None = None
+    resumed_from: int = 0  # the step an interrupted run was resumed from (0: a fresh run)
 
 
 class LossLog:
@@ -205,13 +211,12 @@ def train(
                       "never reached in this run", file=sys.stderr)
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
-    resize_to = data.card.extra.get("train_resize_short")
     train_data, validator = data, None
     if cfg.val_every:  # the held-out slice never reaches training; only the main process scores it
         train_data, held = hold_out(data, cfg.val_images)
         if d.is_main:
-            validator = Validator(held, cfg.image_size, resize_to, device, local_batch)
-    crops = TrainCrops(train_data, cfg.image_size, seed, resize_to=resize_to)
+            validator = Validator(held, cfg.image_size, data.card.short_side, device, local_batch)
+    crops = train_crops(train_data, cfg.image_size, seed)  # at the card's one scale, as evaluation predicts
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -289,8 +294,7 @@ def train(
         # resumed run would draw again after restoring that RNG (methods that sample noise then diverge).
         generator=torch.Generator().manual_seed(seed),
     )
-    show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
-    bar = _progress(cfg.steps, start, recipe.name, show)
+    bar = Progress(progress_mode(progress, d.is_main), cfg.steps, start, f"train {recipe.name}", "step")
     method.train()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -317,6 +321,7 @@ def train(
             if ema is not None:
                 ema.update(method)
             n_window += 1
+            bar.advance()
             done = step + 1
             at_log = done % cfg.log_every == 0 or done == cfg.steps
             at_ckpt = done % cfg.ckpt_every == 0 or done == cfg.steps
@@ -336,8 +341,7 @@ def train(
                 row = {"step": done, **{k: round(float(v), 6) for k, v in means.items()}, "images_per_s": round(ips, 2)}
                 if log is not None:
                     log.write(row)
-                if bar is not None:
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{ips:.1f}"})
+                bar.report({k: v for k, v in row.items() if k.startswith("loss")} | {"img/s": round(ips, 1)})
                 sums, counts, t_window, n_window = {}, {}, time.perf_counter(), 0
             if validator is not None and (done % cfg.val_every == 0 or done == cfg.steps):
                 with ema.swapped_into(method) if ema is not None and cfg.ema_eval else contextlib.nullcontext():
@@ -349,25 +353,35 @@ def train(
                               "lr": {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}}
                     save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0], extras)
                 last_good = done
-            if bar is not None:
-                bar.update(1)
     except BaseException as exc:
         meta.update(status="failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted", error=f"{type(exc).__name__}: {exc}", ended=now())
         if d.is_main:
             write_json_atomic(run_dir / TRAIN_JSON, meta)
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+            raise TrainingInterrupted(_interrupted(recipe.name, bar.done, cfg, ckpt_path, last_good)) from exc
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - t0
     trained = cfg.steps - start
     ips = trained * cfg.batch_size / seconds if trained else None
     meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now(),
                 throughput=_throughput(ips, flops, device, cfg.amp, d.world))
     if d.is_main:
+        # The checkpoint this run finished with: is_trained() refuses one that differs (e.g. truncated).
+        meta["checkpoint_sha256"] = checkpoint_sha256(ckpt_path)
         write_json_atomic(run_dir / TRAIN_JSON, meta)
     distributed.barrier(d)  # nobody evaluates before the main process has written the checkpoint
-    return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips)
+    return TrainOutcome(run_dir, "done", cfg.steps, seconds, ips, resumed_from=start)
+
+
+def _interrupted(name: str, done: int, cfg: Any, ckpt_path: Path, last_good: int | None) -> str:
+    """What a person needs after Ctrl-C: where training stopped, what is kept, how to go on."""
+    head = f"{name}: training interrupted after step {done} of {cfg.steps}"
+    if last_good is None:
+        return (f"{head}; no checkpoint was written yet (the first comes at step {min(cfg.ckpt_every, cfg.steps)}): "
+                "the same command starts it again from step 0")
+    return f"{head}; the checkpoint of step {last_good} is kept at {ckpt_path}: run the same command again to resume from step {last_good}"
 
 
 def _flops_per_image(method: Method, recipe: MethodRecipe, device: torch.device, autocast: Any) -> float | None:
@@ -460,12 +474,5 @@ def autocast_updates(steps: Iterator, autocast: Any) -> Iterator:
             return
         yield upd
 
-
-def _progress(total: int, initial: int, name: str, show: bool):
-    if not show:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True, mininterval=0.5)
 
 

@@ -5,7 +5,7 @@ selection either; the curves are for reading, e.g. to see over-fitting or a sche
 
 The slice is ``val_images`` images spread evenly over the split (at most a quarter of it), the same for
 every seed, so curves of different runs are comparable. Each image is brought to the training scale (the
-card's ``train_resize_short``) and centre-cropped to the training crop size, colourised as in
+card's ``short_side``, as training crops are) and centre-cropped to the training crop size, colourised as in
 :func:`bench.evaluate.colorize` (L -> ab -> uint8 sRGB) and scored as the ``psnr`` and ``ssim`` metrics do.
 """
 

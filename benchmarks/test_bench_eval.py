@@ -39,7 +39,7 @@ def method_for(name: str):
     method = build_method(recipe).to(DEVICE)
     if recipe.trainable:
         train = open_split(DATASETS.get("samples"), "train", None)
-        crops = TrainCrops(train, recipe.train.image_size, 0, resize_to=train.card.extra.get("train_resize_short"))
+        crops = TrainCrops(train, recipe.train.image_size, 0, resize_to=train.card.short_side)
         with torch.no_grad():
             method.prepare([rgb_to_lab(torch.stack([crops[-1 - k] for k in range(128)]).to(DEVICE))])
     return method.eval(), recipe.train.batch_size
@@ -47,7 +47,7 @@ def method_for(name: str):
 
 def test_samples_view_is_48_tiles() -> None:
     test = open_split(DATASETS.get("samples"), "test", None)
-    view = EvalView(test, test.card.eval)
+    view = EvalView(test)
     assert view.fixed_size and len(view) == 48
 
 
@@ -56,7 +56,7 @@ def test_bare_predict_and_metrics(benchmark, timed, name: str) -> None:
     benchmark.group = "eval: predict + metrics on samples tiles"
     method, batch_size = method_for(name)
     test = open_split(DATASETS.get("samples"), "test", None)
-    view = EvalView(test, test.card.eval)
+    view = EvalView(test)
     tiles = torch.stack([view[k][0] for k in range(len(view))]).to(DEVICE)
     metrics = build_metrics(METRIC_NAMES)
 
@@ -89,7 +89,7 @@ def test_evaluate(benchmark, timed, name: str) -> None:
     seconds = []
 
     def run() -> None:
-        view = EvalView(test, test.card.eval)  # a fresh view decodes the photos again, as a run does
+        view = EvalView(test)  # a fresh view decodes the photos again, as a run does
         seconds.append(evaluate(method, view, metrics, device=DEVICE, batch_size=batch_size, progress=False).seconds)
 
     t = timed(run, rounds=5, warmup=1, method=name, images=48, batch_size=batch_size, metrics=METRIC_NAMES)

@@ -59,7 +59,7 @@ def recipe_for(name: str, steps: int):
 def one_batch(recipe, data) -> tuple[torch.Tensor, torch.Tensor]:
     """The first training batch of the recipe, as Lab on the device (L channels_last as in the trainer)."""
     cfg = recipe.train
-    crops = TrainCrops(data, cfg.image_size, 0, resize_to=data.card.extra.get("train_resize_short"))
+    crops = TrainCrops(data, cfg.image_size, 0, resize_to=data.card.short_side)
     with torch.no_grad():
         lab = rgb_to_lab(torch.stack([crops[k] for k in range(cfg.batch_size)]).to(DEVICE))
     L, ab = lab[:, :1], lab[:, 1:]

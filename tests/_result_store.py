@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.identity import identity_hash
+
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 EVIL = "<script>alert(1)</script>"
@@ -34,9 +36,11 @@ def _image(seed: int, size: int = 16) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
 
 
-def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, schema: int = 1, seed: int = 0,
+def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, schema: int = 2, seed: int = 0,
            psnr: list[float], ssim: list[float], ci: list[float] | None, run_dir: str | None, file_stem: str,
-           extra_metrics: dict | None = None, official: bool | None = None) -> dict:
+           extra_metrics: dict | None = None, official: bool | None = None, tag: str | None = None,
+           prediction: dict | None = None, recipe_size: str = "cpu", train: dict | None = None) -> dict:
+    """A result as the runner writes it (schema 2; ``schema=1``: as it wrote before results had identities)."""
     metrics = {
         "psnr": {"mean": float(np.mean(psnr)), "n": len(psnr), "higher_is_better": True, "convention": "RGB, data range 255",
                  "per_image": True, "unit": "dB"},
@@ -46,15 +50,16 @@ def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, sch
     if ci is not None:
         metrics["psnr"]["ci95"] = ci
     metrics.update(extra_metrics or {})
+    protocol = {"mode": "full"} if schema < 2 else {"mode": "full", "short_side": None}
     ds = {"name": dataset, "split": "test", "n_images": len(psnr), "content_hash": content_hash, "root": None,
-          "eval_protocol": {"mode": "full"}}
+          "eval_protocol": protocol}
     if official is not None:
         ds["official"] = official
-    return {
+    recipe = {"name": method, "adapter": method, "training": "supervised" if run_dir else None, "size": recipe_size,
+              "params": {}, "train": {"steps": 40, "batch_size": 8, **(train or {})}}
+    out = {
         "schema_version": schema, "status": "ok", "method": method, "adapter": method, "dataset": ds, "split": "test",
-        "seed": seed,
-        "recipe": {"name": method, "adapter": method, "training": "supervised" if run_dir else None, "size": "cpu",
-                   "params": {}, "train": {"steps": 40, "batch_size": 8}},
+        "seed": seed, "recipe": recipe,
         "environment": {"git_commit": "0123456789abcdef0123", "torch": "2.14.1", "device": "cpu"},
         "created": "2026-01-02T03:04:05+00:00",
         "train": {"run_dir": run_dir, "steps": 40, "seconds": 75.0} if run_dir else None,
@@ -62,6 +67,20 @@ def result(method: str, *, dataset: str = "toy", content_hash: str = HASH_A, sch
         "samples": [{"file": f"{file_stem}-samples/{k:02d}.png", "id": i, "reference": f"_reference/{content_hash[:6]}/{k:02d}.png"}
                     for k, i in enumerate(IDS)],
     }
+    if schema >= 2:
+        prediction = prediction or {"short_side": None, "tile": None, "tile_overlap": None}
+        identity = {"method": method, "recipe": recipe, "seed": seed, "training": "t" * 64 if run_dir else None,
+                    "data": {"name": dataset, "split": "test", "content_hash": content_hash, "eval_protocol": protocol},
+                    "prediction": prediction, "metrics": {m: e.get("convention") for m, e in metrics.items()},
+                    "code": {"colorbench": "0.1.0", "source_sha256": "c" * 64}}
+        out.update(identity=identity, identity_hash=identity_hash(identity), tag=tag, prediction=prediction)
+        out["result_id"] = tag or out["identity_hash"][:10]
+    return out
+
+
+def stem_of(stem: str, data: dict) -> str:
+    """The file stem the runner gives a result: ``<method>-s<seed>`` + ``-<tag or hash10>`` from schema 2 on."""
+    return stem if data["schema_version"] < 2 else f"{stem}-{data['result_id']}"
 
 
 def write_result(root: Path, data: dict, file_stem: str, psnr: list[float], ssim: list[float]) -> Path:
@@ -95,7 +114,9 @@ def make_store(root: Path, methods: tuple[str, ...] = ("gray", "kmeans32", EVIL)
     for k, method in enumerate(methods):
         psnr, ssim, ci, trained = METHODS[method]
         run_dir = write_losses(root, method) if trained else None
-        stem = f"{method}-s0" if method != EVIL else "evil-s0"
+        base = f"{method}-s0" if method != EVIL else "evil-s0"
+        data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=base, **kw)
+        stem = stem_of(base, data)
         data = result(method, psnr=psnr, ssim=ssim, ci=ci, run_dir=run_dir, file_stem=stem, **kw)
         paths[method] = write_result(root, data, stem, psnr, ssim)
     return paths

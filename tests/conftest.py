@@ -25,6 +25,14 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return (out * 255).round().astype(np.uint8)
 
 
+def result_file(folder: Path, method: str, seed: int = 0, failed: bool = False) -> Path:
+    """The one result file of ``method`` in ``folder`` (``eval/<dataset>/<split>``): result names carry a hash
+    of their settings (``<method>-s<seed>-<hash10>.json``); ``failed``: the ``.failed.json`` beside it."""
+    found = [p for p in Path(folder).glob(f"{method}-s{seed}-*.json") if p.name.endswith(".failed.json") == failed]
+    assert len(found) == 1, f"expected one {'failed ' if failed else ''}result of {method} in {folder}: {found}"
+    return found[0]
+
+
 def write_folder_dataset(root: Path, n: int = 12, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
     from PIL import Image
 

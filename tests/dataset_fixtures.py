@@ -58,7 +58,7 @@ def cards_with(tmp: Path, name: str, **changes) -> Path:
     """A copy of the repository's dataset cards with ``name``'s card changed (for BENCH_CARDS)."""
     cards = tmp / "cards"
     if not cards.exists():
-        shutil.copytree(REPO / "datasets", cards)
+        shutil.copytree(REPO / "bench" / "datasets" / "cards", cards)
     data = yaml.safe_load((cards / f"{name}.yaml").read_text())
     for key, value in changes.items():
         section, _, leaf = key.rpartition(".")

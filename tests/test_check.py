@@ -99,7 +99,7 @@ def test_changed_data_is_not_comparable_and_new_results(store, tmp_path):
     edit(paths["gray"], lambda d: d["dataset"].update(content_hash="a" * 64))
     make_store(root, methods=("gray",), dataset="toy2")
     r = bench("check", "--results", str(root), "--baseline", str(baseline))
-    assert r.exit_code == 0 and "new: not in the baseline" in r.output
+    assert r.exit_code == 0 and "new: gray@" in r.output and "is not in the baseline" in r.output
     assert bench("check", "--results", str(root), "--baseline", str(baseline), "--fail-on-new").exit_code == 1
 
 
@@ -112,11 +112,11 @@ def test_update_refuses_failed_results_and_bad_input(store, tmp_path):
     assert r.exit_code == 1 and "refusing to write a baseline while results failed (zhang/toy/test/0)" in r.output
     assert baseline.read_text() == before
     r = bench("check", "--results", str(root), "--baseline", str(tmp_path / "none.json"))
-    assert r.exit_code == 1 and "no such baseline" in r.output
+    assert r.exit_code == 2 and "none.json does not exist" in r.output  # a usage error: nothing was checked
     (tmp_path / "bad.json").write_text("{}")
     assert "not a colorbench baseline" in bench("check", "--results", str(root), "--baseline", str(tmp_path / "bad.json")).output
     r = bench("check", "--results", str(root), "--baseline", str(baseline), "--tolerance", "psnr")
-    assert r.exit_code == 1 and "expected METRIC=VALUE" in r.output
+    assert r.exit_code == 2 and "expected METRIC=VALUE" in r.output
 
 
 def test_tolerances_and_unavailable_metrics():
@@ -126,8 +126,8 @@ def test_tolerances_and_unavailable_metrics():
         parse_tolerances(["psnr=abc"])
     base = {"results": [{"method": "m", "dataset": "d", "split": "test", "seed": 0, "metrics": {
         "fid": {"mean": 30.0, "higher_is_better": False}, "is": {"mean": None, "higher_is_better": True}}}]}
-    cur = {("m", "d", "test", 0): {"metrics": {"fid": {"mean": None, "higher_is_better": False},
-                                              "is": {"mean": None, "higher_is_better": True}}}}
+    cur = {("m", "d", "test", 0, ""): [{"metrics": {"fid": {"mean": None, "higher_is_better": False},
+                                                   "is": {"mean": None, "higher_is_better": True}}}]}
     comp = compare(base, cur, {}, {"*": "1%"})
     status = {ln.metric: ln.status for ln in comp.lines}
     assert status == {"fid": "UNAVAILABLE", "is": "ok"} and comp.failed
@@ -137,7 +137,7 @@ def test_current_results_reads_unavailable_as_none(tmp_path):
     root = tmp_path / "results"
     make_store(root, methods=("gray",), extra_metrics={"is": {"available": False, "reason": "no weights", "higher_is_better": True}})
     ok, failed = current_results(root)
-    assert not failed and ok[("gray", "toy", "test", 0)]["metrics"]["is"] == {"mean": None, "higher_is_better": True}
+    assert not failed and ok[("gray", "toy", "test", 0, "")][0]["metrics"]["is"] == {"mean": None, "higher_is_better": True}
 
 
 def test_update_with_dataset_filter_keeps_other_datasets(store):
@@ -191,3 +191,18 @@ def test_a_baseline_from_another_cpu_model_is_named_in_a_note(store):
     for path in paths.values():
         edit(path, lambda d: d["environment"].update(cpu="Intel(R) Xeon(R) Processor"))
     assert "another CPU model" not in bench("check", "--results", str(root), "--baseline", str(baseline)).output
+
+
+def test_a_baseline_entry_picks_its_result_by_id_or_fails_listing_the_candidates():
+    entry = {"method": "unet", "dataset": "d", "split": "test", "seed": 0, "tag": None, "result_id": "aaaaaaaaaa",
+             "metrics": {"psnr": {"mean": 20.0, "higher_is_better": True}}}
+    def cur(rid: str, psnr: float) -> dict:
+        return {**entry, "result_id": rid, "metrics": {"psnr": {"mean": psnr, "higher_is_better": True}}}
+    key = ("unet", "d", "test", 0, "")
+    picked = compare({"results": [entry]}, {key: [cur("bbbbbbbbbb", 10.0), cur("aaaaaaaaaa", 20.0)]}, {}, {})
+    assert [ln.status for ln in picked.lines] == ["ok"]  # the one with the baseline's id, not the other setting
+    lost = compare({"results": [entry]}, {key: [cur("bbbbbbbbbb", 10.0), cur("cccccccccc", 20.0)]}, {}, {})
+    [line] = lost.lines
+    assert line.status == "AMBIGUOUS" and line.failed and "unet@bbbbbbbbbb" in line.detail and "unet@cccccccccc" in line.detail
+    moved = compare({"results": [entry]}, {key: [cur("cccccccccc", 20.0)]}, {}, {})
+    assert not moved.failed and any("identity changed since the baseline (aaaaaaaaaa -> cccccccccc" in n for n in moved.notes)

@@ -6,6 +6,7 @@ import pandas as pd
 from click.testing import CliRunner
 
 from bench.cli import main
+from conftest import result_file
 
 FAST = ["--set", "train.steps=3", "--set", "train.batch_size=2", "--set", "train.image_size=32",
         "--set", "train.prepare_images=4", "--no-progress"]
@@ -46,7 +47,7 @@ def test_unknown_dataset_exits_2_with_choices(results):
 def test_missing_root_names_path(tmp_path, results):
     missing = tmp_path / "no-such-photos"
     r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(missing))
-    assert r.exit_code == 1 and str(missing) in r.output
+    assert r.exit_code == 2 and str(missing) in r.output and "does not exist" in r.output
 
 
 def test_corrupt_image_in_folder_names_file(folder_dataset, results):
@@ -55,7 +56,7 @@ def test_corrupt_image_in_folder_names_file(folder_dataset, results):
         break
     r = invoke("run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--split", "all",
                "--on-bad-image", "error")  # the default, skip, is tested in test_datasets_bad_files.py
-    assert r.exit_code == 1
+    assert r.exit_code == 2 and not results.exists()  # found before any work: nothing written
     assert p.name in r.output and "cannot decode" in r.output
 
 
@@ -63,32 +64,43 @@ def test_run_writes_results_and_table(folder_dataset, results, tmp_path, monkeyp
     # No Inception weights anywhere: IS is reported as unavailable (why, and where the file goes), the run goes on.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     monkeypatch.delenv("BENCH_INCEPTION_WEIGHTS", raising=False)
+    # params.width is kmeans32's; gray has no parameters, and that is no error when one method takes it
     r = invoke("run", "--methods", "gray,kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
-               "--metrics", "psnr,ssim,is")
+               "--set", "params.width=8", "--metrics", "psnr,ssim,is")
     assert r.exit_code == 0, r.output
     assert "gray" in r.output and "kmeans32" in r.output and "psnr" in r.output and "unavailable" in r.output
-    assert "weights-inception-2015-12-05-6726825d.pth" in r.output
-    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
-    assert res["schema_version"] == 1 and res["status"] == "ok"
+    assert "--set params.width applies to kmeans32 (gray has no 'width')" in r.output
+    # one short line for the unavailable metrics, naming the missing file
+    assert [ln for ln in r.output.splitlines() if "weights-inception-2015-12-05-6726825d.pth" in ln] == [
+        "note: is unavailable here (missing weights-inception-2015-12-05-6726825d.pth; 'bench list metrics' says where "
+        "files go): recorded as unavailable in the results"]
+    res_path = result_file(results / "eval/folder/test", "kmeans32")
+    res = json.loads(res_path.read_text())
+    assert res["schema_version"] == 2 and res["status"] == "ok" and res_path.name == f"kmeans32-s0-{res['result_id']}.json"
     assert res["dataset"]["split"] == "test" and len(res["dataset"]["content_hash"]) == 64
-    assert res["train"]["steps"] == 3 and res["environment"]["torch"]
+    assert res["train"]["steps"] == 3 and res["environment"]["torch"] and res["recipe"]["params"]["width"] == 8
     assert list(res["metrics"]) == ["psnr", "ssim", "is"]
     is_ = res["metrics"]["is"]
     assert is_["available"] is False and is_["mean"] is None and "weights-inception" in is_["reason"]
-    rows = pd.read_csv(results / "eval/folder/test/kmeans32-s0.csv")
+    rows = pd.read_csv(res_path.with_suffix(".csv"))
     assert len(rows) == res["n_images"] and set(rows.columns) == {"id", "psnr", "ssim"}
     assert abs(rows["psnr"].mean() - res["metrics"]["psnr"]["mean"]) < 1e-5
     lo, hi = res["metrics"]["psnr"]["ci95"]
     assert lo <= res["metrics"]["psnr"]["mean"] <= hi
     assert "convention" in res["metrics"]["ssim"]
-    # a second run trains nothing new
-    r2 = invoke("train-all", "--dataset", "folder", "--root", str(folder_dataset), *FAST)
-    assert "already trained" in r2.output
+    # a second run trains nothing new; train-all applies params.width to kmeans32 and leaves gray alone
+    r2 = invoke("train-all", "--methods", "gray,kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
+                "--set", "params.width=8")
+    assert r2.exit_code == 0, r2.output
+    assert "kmeans32: already trained" in r2.output and "gray: needs no training" in r2.output
 
 
 def test_failed_training_is_recorded(folder_dataset, results):
+    # valid settings (n_colors >= 2) that fail only when training meets the data: exit 1, not a usage error
     r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
                "--set", "params.n_colors=100000")
-    assert r.exit_code == 1 and "FAILED" in r.output
-    res = json.loads((results / "eval/folder/test/kmeans32-s0.json").read_text())
+    path = result_file(results / "eval/folder/test", "kmeans32", failed=True)
+    assert r.exit_code == 1 and "kmeans32: training FAILED" in r.output
+    assert f"1 of 1 method(s) failed:\n  kmeans32: training failed (recorded in {path})" in r.output
+    res = json.loads(path.read_text())
     assert res["status"] == "failed" and res["stage"] == "train" and "kmeans" in res["error"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench.datasets import DATASETS, BadImage
 from bench.datasets.io import decode_image
-from conftest import smooth_image
+from conftest import result_file, smooth_image
 
 
 def png16(arr: np.ndarray) -> bytes:
@@ -222,13 +222,13 @@ def test_cli_names_skipped_files_in_output_and_result(tmp_path, colour, results)
     assert "truly grayscale" in r.output and "gray.png" in r.output and "notes.txt" in r.output
     skipped = {}
     for split in ("train", "test"):
-        res = json.loads((results / "eval" / "folder" / split / "gray-s0.json").read_text())
+        res = json.loads(result_file(results / "eval" / "folder" / split, "gray").read_text())
         assert res["dataset"]["official"] is None and res["dataset"]["n_images"] == res["n_images"]
         skipped.update({s["id"]: s["reason"] for s in res["dataset"]["skipped"]})
     assert set(skipped) == set(BAD)
     r = CliRunner().invoke(main, ["run", "--methods", "gray", "--dataset", "folder", "--root", str(root),
                                   "--split", "all", "--no-progress", "--on-bad-image", "error"])
-    assert r.exit_code == 1 and any(name in r.output for name in BAD)
+    assert r.exit_code == 2 and any(name in r.output for name in BAD)  # a usage error, before any work
 
 
 def test_train_and_train_all_honour_on_bad_image(tmp_path, colour, results):
@@ -237,5 +237,5 @@ def test_train_and_train_all_honour_on_bad_image(tmp_path, colour, results):
     root = _bad_folder(tmp_path / "photos", colour)
     for cmd in (["train", "--method", "kmeans32"], ["train-all", "--methods", "kmeans32"]):
         r = CliRunner().invoke(main, [*cmd, "--dataset", "folder", "--root", str(root), "--on-bad-image", "error", "--no-progress"])
-        assert r.exit_code == 1 and any(name in r.output for name in BAD), r.output
+        assert r.exit_code == 2 and any(name in r.output for name in BAD)  # a usage error, before any work, r.output
     assert not (results / "train").exists() or not list((results / "train").rglob("checkpoint.pt"))

@@ -18,7 +18,7 @@ def test_samples_split_by_photo_and_loads():
 
 
 def test_samples_eval_tiles():
-    view = EvalView(DATASETS.get("samples")("test"), {"mode": "tiles", "resize_short": 128, "tile": 32})
+    view = EvalView(DATASETS.get("samples")("test"), {"mode": "tiles", "short_side": 128, "tile": 32})
     assert len(view) == 16 * len(view.images)
     img, k = view[5]
     assert img.shape == (3, 32, 32) and k == 5
@@ -65,3 +65,36 @@ def test_corrupt_image_is_skipped_and_named_or_refused(folder_dataset):
     assert "cannot decode" in ds.identity()["skipped"][0]["reason"]
     with pytest.raises(BadImage, match="img001.png"):
         DATASETS.get("folder")(split, folder_dataset, on_bad_image="error")
+
+
+class _Blank(torch.utils.data.Dataset):
+    """A split of many large images that costs nothing to load: the crop draws are all this test needs."""
+
+    name, card = "blank", None
+
+    def __init__(self, n: int, side: int):
+        self.n, self.img = n, torch.zeros(3, side, side, dtype=torch.uint8)
+
+    def __len__(self):
+        return self.n
+
+    def load(self, i):
+        return self.img
+
+
+def test_seeds_draw_independent_crop_streams():
+    """Sample k of seed 1 used to be sample k + 1,000,003 of seed 0 (a linear seed): runs of millions of
+    samples shared most of their crops. Now the first 10,000 (image, crop, flip) of seeds 0 and 1 share none
+    beyond chance (10,000 images of 1024 px, 32-px crops: ~2e10 choices, so a chance match has odds ~1e-2),
+    neither at the same sample number nor at the old offset, and the stream of one seed is reproducible."""
+    images = _Blank(10_000, 1024)
+    s0, s1 = TrainCrops(images, 32, seed=0), TrainCrops(images, 32, seed=1)
+    n = 10_000
+    first0 = [s0.draw(k) for k in range(n)]
+    first1 = [s1.draw(k) for k in range(n)]
+    shifted0 = [s0.draw(k + 1_000_003) for k in range(n)]
+    assert not set(first1) & (set(first0) | set(shifted0))
+    assert len(set(first0)) == n  # no repeats within a stream either
+    assert [TrainCrops(images, 32, seed=0).draw(k) for k in (0, 7, 123_456_789)] == [first0[0], first0[7], s0.draw(123_456_789)]
+    # the preparation stream (negative sample numbers) is its own, not the training stream mirrored
+    assert not {s0.draw(-1 - k) for k in range(1000)} & set(first0[:1000])

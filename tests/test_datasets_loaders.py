@@ -104,7 +104,7 @@ def test_stl10_gray_images_reported(tmp_path):
 
 def test_stl10_eval_protocol_is_the_full_image_in_batches(tmp_path):
     truth = write_stl10(tmp_path, n_train=2, n_test=2)
-    view = EvalView(DATASETS.get("stl10")("test", tmp_path), DATASETS.get("stl10")("test", tmp_path).card.eval)
+    view = EvalView(DATASETS.get("stl10")("test", tmp_path))
     assert view.fixed_size and len(view) == 2
     assert np.array_equal(view[1][0].permute(1, 2, 0).numpy(), truth["test"][1])
 
@@ -118,8 +118,8 @@ def test_div2k_layout_counts_and_disjoint_splits(tmp_path):
     assert ids(train) == [f"DIV2K_train_HR/{k:04d}.png" for k in range(1, 5)]
     assert ids(test) == [f"DIV2K_valid_HR/{k:04d}.png" for k in range(801, 804)]
     assert train.load(0).shape == (3, 40, 56) and train.load(0).dtype == torch.uint8
-    assert test.identity()["eval_protocol"] == {"mode": "full"}
-    view = EvalView(test, test.card.eval)
+    assert test.identity()["eval_protocol"] == {"mode": "full", "short_side": 256}
+    view = EvalView(test)
     assert len(view) == 3 and view[2][0].shape == (3, 40, 56)
     assert TrainCrops(train, 32, seed=0)[5].shape == (3, 32, 32)
     ident = test.identity()
@@ -172,7 +172,7 @@ def test_landscape_is_not_official_unless_4319_files(tmp_path):
     assert official is False and "20 image files" in note and "4319" in note
     img = ds.load(0)
     assert img.shape == (3, 40, 48)
-    crops = TrainCrops(ds, 32, seed=0, resize_to=ds.card.extra["train_resize_short"])
+    crops = TrainCrops(ds, 32, seed=0, resize_to=ds.card.short_side)
     assert crops[0].shape == (3, 32, 32)
     assert any("below the 256-px training size" in line for line in ds.report(crop=32))
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from bench.checkpoint import load_checkpoint
+from conftest import result_file
 
 SCRIPT = Path(__file__).with_name("_ddp_script.py")
 
@@ -92,15 +93,15 @@ def test_bench_run_under_torchrun_trains_together_and_scores_in_shares(tmp_path)
     meta = json.loads(next((tmp_path / "train" / "kmeans32").glob("*/train.json")).read_text())
     assert meta["environment"]["processes"] == 2 and meta["environment"]["batchnorm"] == "per process"
     folder = tmp_path / "eval" / "samples" / "test"
-    shared = json.loads((folder / "kmeans32-s0.json").read_text())
+    shared = json.loads(result_file(folder, "kmeans32").read_text())
     assert shared["status"] == "ok" and shared["n_images"] == 48 and shared["evaluated_by_processes"] == 2
-    rows = (folder / "kmeans32-s0.csv").read_bytes()
+    rows = result_file(folder, "kmeans32").with_suffix(".csv").read_bytes()
 
     # One process scoring the same trained model (training is skipped: same identity) writes the same numbers.
     alone = subprocess.run([sys.executable, "-m", "bench", *args], env=env, capture_output=True, text=True, timeout=300)
     assert alone.returncode == 0, alone.stderr[-3000:]
-    single = json.loads((folder / "kmeans32-s0.json").read_text())
-    assert "evaluated_by_processes" not in single and (folder / "kmeans32-s0.csv").read_bytes() == rows
+    single = json.loads(result_file(folder, "kmeans32").read_text())  # the same file, replaced
+    assert "evaluated_by_processes" not in single and result_file(folder, "kmeans32").with_suffix(".csv").read_bytes() == rows
     assert single["metrics"] == shared["metrics"]  # per-image means, intervals and the set-level auc_rebalanced
     assert [s["id"] for s in single["samples"]] == [s["id"] for s in shared["samples"]]
 

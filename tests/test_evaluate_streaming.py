@@ -17,6 +17,7 @@ from bench.evaluate import PROGRESS, evaluate
 from bench.methods.base import Method
 from bench.metrics import MetricOptions, build_metrics
 from bench.metrics.stats import Bootstrap
+from conftest import result_file
 
 WEIGHT_FREE = ["psnr", "ssim", "psnr_y", "ciede2000", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt"]
 
@@ -131,15 +132,17 @@ def test_runner_resumes_and_writes_the_same_csv(tmp_path: Path, monkeypatch: pyt
     s = spec(tmp_path / "b")
     with pytest.raises(RuntimeError, match="injected"):
         evaluate_one(s, "gray", "test", metrics, train_one(s, "gray"))
-    failed = json.loads((tmp_path / "b/eval/samples/test/gray-s0.json").read_text())
-    assert failed["status"] == "failed" and (tmp_path / "b/eval/samples/test/gray-s0.partial" / PROGRESS).exists()
+    folder_b = tmp_path / "b/eval/samples/test"
+    failed_path = result_file(folder_b, "gray", failed=True)
+    partial = folder_b / failed_path.name.replace(".failed.json", ".partial")
+    assert json.loads(failed_path.read_text())["status"] == "failed" and (partial / PROGRESS).exists()
     resumed = evaluate_one(s, "gray", "test", metrics, train_one(s, "gray"))
     assert resumed["timings"]["resumed_from"] == 16 and resumed["status"] == "ok"
-    a = (tmp_path / "a/eval/samples/test/gray-s0.csv").read_bytes()
-    assert a == (tmp_path / "b/eval/samples/test/gray-s0.csv").read_bytes() and len(a.splitlines()) == 49
+    a = result_file(tmp_path / "a/eval/samples/test", "gray").with_suffix(".csv").read_bytes()
+    assert a == result_file(folder_b, "gray").with_suffix(".csv").read_bytes() and len(a.splitlines()) == 49
     assert resumed["metrics"] == clean["metrics"]
     assert all(m["ci95"][0] <= m["mean"] <= m["ci95"][1] for m in clean["metrics"].values())
-    assert not (tmp_path / "b/eval/samples/test/gray-s0.partial").exists()
+    assert not partial.exists() and not failed_path.exists()  # the journal is done; the failure is superseded
     # 48 tiles of 3 photos: intervals resample the photos, and the result says so
     assert clean["statistics"]["source_images"] == 3 and "source images" in clean["statistics"]["ci"]
 

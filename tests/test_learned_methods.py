@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shlex
+import shutil
 import warnings
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class TinySet(ImageSet):
 
     name = "tiny4"
     needs_root = False
+    card_data = {"short_side": None, "eval": {"mode": "full"}}  # crops of the images as they are
 
     def __init__(self, images: list[torch.Tensor]):
         super().__init__("train")
@@ -222,6 +225,18 @@ def test_colorize_command_full_resolution(tmp_path):
     assert r.exit_code == 1 and "not trained" in r.output and "bench --results" in r.output and "train --method unet" in r.output
     r = runner.invoke(main, ["--results", str(results), "train", "-m", "unet", *common])
     assert r.exit_code == 0, r.output
+    # Other settings than the trained run's: the runs that exist are listed with theirs, and how to use one.
+    r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *[a if a != "train.steps=2" else "train.steps=3" for a in common],
+                             "--seed", "1", str(photos / "wide.png"), "--out", str(out)])
+    assert r.exit_code == 1 and "not trained on folder with these settings (seed 1, cpu recipe" in r.output
+    run = next((results / "train" / "unet").iterdir()).name
+    assert f"Runs of unet on folder under {results / 'train' / 'unet'}:" in r.output
+    assert (f"  {run}: seed 0, cpu recipe, --set train.steps=2 --set train.batch_size=2 --set train.image_size=32 "
+            "--set params.width=8 --set params.decoder_width=8; 2 steps") in r.output, r.output
+    use = next((ln.split("use it with: ", 1)[1] for ln in r.output.splitlines() if "use it with: " in ln), r.output)
+    assert "colorize --method unet --dataset folder" in use and "--seed 0 --recipe cpu --set train.steps=2" in use
+    r = runner.invoke(main, shlex.split(use)[1:])  # the suggested command uses that run
+    assert r.exit_code == 0 and (out / "wide.png").exists(), r.output
     r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *common, "--work-size", "32",
                              str(photos / "wide.png"), str(photos / "tall.jpg"), "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -234,6 +249,14 @@ def test_colorize_command_full_resolution(tmp_path):
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
     r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *common, str(out / "wide.png"), "--out", str(out)])
     assert r.exit_code == 2 and "overwrite" in r.output
+    # A folder: every image file under it, its subfolders kept under --out.
+    (photos / "more").mkdir()
+    shutil.copy(photos / "tall.jpg", photos / "more" / "again.jpg")
+    (photos / "notes.txt").write_text("not an image")
+    r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *common, str(photos), "--out", str(tmp_path / "all")])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.png")) == [
+        "more/again.png", "tall.png", "wide.png"]
 
 
 def test_encoder_matches_torchvision_resnet34():

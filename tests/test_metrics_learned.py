@@ -7,6 +7,7 @@ loading and feature code, and the results say the weights are non-standard.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -285,6 +286,28 @@ def test_lpips_with_backbone_weights_in_the_hub_cache(empty_torch_home) -> None:
     reference = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True)  # loads the same cached file
     expected = [float(reference(pred[i : i + 1].float() / 255, target[i : i + 1].float() / 255)) for i in range(3)]
     np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-7)
+    # random stand-in weights under the real name are hashed and flagged, as Inception's are, in every result
+    info = metric.weights_info()
+    assert info["weights"] == ALEXNET_FILE and info["standard_weights"] is False and "not comparable" in info["warning"]
+    assert info["weights_sha256"] == hashlib.sha256((ckpt / ALEXNET_FILE).read_bytes()).hexdigest()
+    from bench.evaluate import evaluate
+
+    class View(torch.utils.data.Dataset):
+        fixed_size = True
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, k):
+            return target[k], k
+
+        def item_id(self, k):
+            return f"img{k}"
+
+    from bench.methods.gray import Gray
+
+    entry = evaluate(Gray(Gray.Params(), None), View(), {"lpips": metric}, device=torch.device("cpu"), progress=False).aggregates["lpips"]
+    assert entry["standard_weights"] is False and entry["weights_sha256"] == info["weights_sha256"] and entry["mean"] > 0
 
 
 def test_list_metrics_shows_availability_and_why(empty_torch_home, random_inception_file, monkeypatch) -> None:

@@ -133,7 +133,7 @@ def test_compare_refuses_what_cannot_be_paired(tmp_path) -> None:
     r = compare(tmp_path, "a", "other-data", "--dataset", "photos")
     assert r.exit_code == 1 and "different data" in r.output
     r = compare(tmp_path, "a", "missing", "--dataset", "photos")
-    assert r.exit_code == 1 and "missing-s0.json is missing" in r.output
+    assert r.exit_code == 1 and "no result for missing on photos/test, seed 0" in r.output
     write_result(tmp_path, "b", np.arange(10.0) + 1, ids)
     r = compare(tmp_path, "a", "b", "--dataset", "photos", "--metric", "is")
     assert r.exit_code == 1 and "set-level" in r.output

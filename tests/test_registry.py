@@ -124,6 +124,7 @@ def test_entry_point_dataset_plugin(tmp_path, monkeypatch):
             """Synthetic checkerboards."""
             name = "checker"
             needs_root = False
+            card_data = {"short_side": None, "eval": {"mode": "full"}}  # a plugin without a card file carries its card
             def __len__(self):
                 return 3
             def image_id(self, i):

@@ -18,11 +18,11 @@ from bench.report.html import render_html
 from bench.report.markdown import render_markdown
 
 GOLDEN_MD_ROWS = [
-    "| method | seed | PSNR ↑ (dB) | SSIM ↑ | images | train time | recipe | date | commit |",
-    "|---|---:|---:|---:|---:|---:|---|---|---|",
-    "| kmeans32 | 0 | **23.25 ± 0.50** | 0.9103 | 5 | 75 s | cpu · 40 steps × 8 | 2026-01-02 | 01234567 |",
-    "| gray | 0 | 22.50 ± 0.50 | **0.9400** | 5 | no training | cpu · no training | 2026-01-02 | 01234567 |",
-    r"| \<script\>alert(1)\</script\> | 0 | 12.00 | 0.5000 | 5 | no training | cpu · no training | 2026-01-02 | 01234567 |",
+    "| method | seed | psnr ↑ (dB) | ssim ↑ | images | train time | recipe | predicted | date | commit |",
+    "|---|---:|---:|---:|---:|---:|---|---|---|---|",
+    "| kmeans32 | 0 | **23.25 ± 0.50** | 0.9103 | 5 | 75 s | cpu · 40 steps × 8 | whole | 2026-01-02 | 01234567 |",
+    "| gray | 0 | 22.50 ± 0.50 | **0.9400** | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
+    r"| \<script\>alert(1)\</script\> | 0 | 12.00 | 0.5000 | 5 | no training | cpu · no training | whole | 2026-01-02 | 01234567 |",
 ]
 
 
@@ -122,14 +122,17 @@ def test_incomparable_results_get_separate_tables(tmp_path):
 
 
 def test_schema_version_and_unofficial_data_are_flagged(tmp_path):
+    """Results of schema 1 (written before results had identities) are still read, in a table of their own
+    that says so."""
     root = tmp_path / "results"
-    make_store(root, methods=("gray",), official=False)
-    p = make_store(tmp_path / "v2", methods=("kmeans32",), official=False, schema=2)["kmeans32"]
-    (root / "eval" / "toy" / "test" / "kmeans32-s0.json").write_text(p.read_text())
+    make_store(root, methods=("gray",), official=False, schema=1)
+    p = make_store(tmp_path / "v2", methods=("kmeans32",), official=False)["kmeans32"]
+    (root / "eval" / "toy" / "test" / p.name).write_text(p.read_text())
     rep = build_report(root, tmp_path / "out", pictures=False)
     assert len(rep.sections) == 2
     md = render_markdown(rep)
     assert "schema version differ" in md and md.count("Not the official dataset") == 2
+    assert md.count("Results of schema 1") == 1 and "whole (schema 1)" in md
 
 
 def test_dataset_filter_and_unknown_dataset(tmp_path):
@@ -179,7 +182,7 @@ def test_cli_report_writes_both_formats(store, tmp_path):
     r = CliRunner().invoke(main, ["report", "--results", str(tmp_path / "empty"), "--out", str(out)])
     assert r.exit_code == 1 and "no results under" in r.output
     r = CliRunner().invoke(main, ["report", "--results", str(store), "--out", str(out), "--format", "pdf"])
-    assert r.exit_code == 1 and "--format: unknown pdf" in r.output
+    assert r.exit_code == 2 and "'--format': unknown pdf" in r.output  # a usage error
 
 
 def test_report_from_a_real_run(folder_dataset, results, tmp_path):
@@ -192,7 +195,7 @@ def test_report_from_a_real_run(folder_dataset, results, tmp_path):
     r = CliRunner().invoke(main, ["run", "--methods", "gray", "--dataset", "folder", "--root", str(folder_dataset), "--no-progress"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    res_path = results / "eval" / "folder" / "test" / "gray-s0.json"
+    [res_path] = (results / "eval" / "folder" / "test").glob("gray-s0-*.json")
     res = json.loads(res_path.read_text())
     assert res["samples"] and all((res_path.parent / s["reference"]).exists() for s in res["samples"])
     for s in res["samples"]:
@@ -207,7 +210,7 @@ def test_report_from_a_real_run(folder_dataset, results, tmp_path):
 def test_validation_curves_are_drawn_under_the_loss_curves(store, tmp_path, monkeypatch):
     """A run's validation.csv (held-out training images) gets a row of PSNR / SSIM panels in the losses
     figure, and the caption says what they are; runs without one are drawn as before."""
-    run_dir = Path(json.loads(next(store.glob("eval/toy/test/kmeans32-s0.json")).read_text())["train"]["run_dir"])
+    run_dir = Path(json.loads(next(store.glob("eval/toy/test/kmeans32-s0-*[0-9a-f].json")).read_text())["train"]["run_dir"])
     (run_dir / "validation.csv").write_text("step,val_psnr,val_ssim\n10,18.5,0.81\n20,19.25,0.84\n40,19.75,0.86\n")
     drawn = {}
     real = plots.loss_curves

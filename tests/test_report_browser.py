@@ -43,7 +43,7 @@ def test_report_in_headless_chromium(chromium, tmp_path):
         state = browser.evaluate(PAGE_STATE)
         table = state["tables"][0]
         assert [r[0] for r in table["rows"]] == ["kmeans32", "gray", EVIL]  # the name shows as text, not markup
-        assert table["headers"][:4] == ["method", "seed", "PSNR ↑ (dB)", "SSIM ↑"]
+        assert table["headers"][:4] == ["method", "seed", "psnr ↑ (dB)", "ssim ↑"]
         assert table["rows"][0][2] == "23.25 ± 0.50" and table["rows"][1][3] == "0.9400"
         assert state["scripts"] == 1  # the page's own script only; nothing injected ran
         assert not [ev for ev in browser.events if ev.get("method") == "Page.javascriptDialogOpening"]

@@ -30,7 +30,7 @@ from bench.methods.base import Method, Update
 from bench.recipes import load_recipe
 from bench.schedules import Schedule, lr_factor
 from bench.train import train
-from bench.validation import hold_out, held_out_indices
+from bench.validation import held_out_indices, hold_out
 
 SMALL = {"train.steps": "6", "train.batch_size": "4", "train.image_size": "32", "train.prepare_images": "8",
          "train.log_every": "1", "train.ckpt_every": "2"}
@@ -75,12 +75,16 @@ def test_bad_schedules_name_the_recipe_and_field(section, message):
 
 
 def test_bad_loop_settings_name_the_field():
-    with pytest.raises(ConfigError, match="accumulate must be >= 1"):
+    with pytest.raises(ConfigError, match="train.accumulate must be an integer >= 1"):
         load_recipe("kmeans32", "cpu", {"train.accumulate": "0"})
-    with pytest.raises(ConfigError, match="batch_size 16 must be a multiple of accumulate 3"):
+    with pytest.raises(ConfigError, match="batch_size 16 must be a multiple of train.accumulate 3"):
         load_recipe("kmeans32", "cpu", {"train.accumulate": "3"})
-    with pytest.raises(ConfigError, match=r"ema_decay must be in \(0, 1\)"):
+    with pytest.raises(ConfigError, match=r"train.ema_decay must be a number in \(0, 1\)"):
         load_recipe("kmeans32", "cpu", {"train.ema_decay": "1.5"})
+    with pytest.raises(ConfigError, match="train.val_images must be an integer >= 1"):
+        load_recipe("kmeans32", "cpu", {"train.val_images": "0"})
+    with pytest.raises(ConfigError, match="train.val_every must be an integer >= 0"):
+        load_recipe("kmeans32", "cpu", {"train.val_every": "-1"})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,8 +247,8 @@ def test_scored_weights_are_the_ema_when_the_recipe_says_so(data, tmp_path):
 
 def test_validation_curves_on_held_out_training_images(tiny_methods, data, tmp_path, monkeypatch):
     seen = []
-    real_crops = train_mod.TrainCrops
-    monkeypatch.setattr(train_mod, "TrainCrops", lambda images, *a, **k: seen.append(images) or real_crops(images, *a, **k))
+    real_crops = train_mod.train_crops
+    monkeypatch.setattr(train_mod, "train_crops", lambda images, *a, **k: seen.append(images) or real_crops(images, *a, **k))
     recipe = load_recipe("test-tiny-conv", "cpu", {**SMALL, "train.steps": "5", "train.val_every": "2", "train.val_images": "8"})
     out = train(recipe, data, results=tmp_path, progress=False)
     val = rows(out.run_dir / "validation.csv")
@@ -256,7 +260,7 @@ def test_validation_curves_on_held_out_training_images(tiny_methods, data, tmp_p
 
     # the last row is the final weights scored on that image, as scikit-image scores them
     method = load_trained(recipe, out.run_dir, torch.device("cpu"))
-    img = TF.center_crop(resize_short(data.load(held_out_indices(len(data), 8)[0]), 256), [32, 32]).unsqueeze(0)
+    img = TF.center_crop(resize_short(data.load(held_out_indices(len(data), 8)[0]), data.card.short_side), [32, 32]).unsqueeze(0)
     pred = colorize(method, img)
     want = peak_signal_noise_ratio(img[0].numpy(), pred[0].numpy(), data_range=255)
     assert float(val[-1]["val_psnr"]) == pytest.approx(want, abs=1e-5)

@@ -11,11 +11,12 @@ import warnings
 
 import numpy as np
 import pytest
+import test_learned_methods
 import torch
 import torch.nn.functional as F
 import torchvision
 from scipy.spatial.distance import cdist
-from test_learned_methods import TinySet, psnr_with_ab, tiny  # noqa: F401  (tiny: the 4-image fixture)
+from test_learned_methods import TinySet, psnr_with_ab
 
 from bench.checkpoint import load_trained
 from bench.color import rgb_to_lab
@@ -31,6 +32,8 @@ from bench.metrics.functional import psnr
 from bench.quantize import AB_GRID, _cache_file, gamut_bins, grid_bins, load_bin_table, nearest_bin, soft_encode
 from bench.recipes import build_method, load_recipe
 from bench.train import train
+
+tiny = test_learned_methods.tiny  # the 4-image fixture, shared with the other learners' tests
 
 
 def random_srgb_ab(n: int, seed: int = 0) -> torch.Tensor:

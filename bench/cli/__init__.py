@@ -7,6 +7,7 @@ import :mod:`bench.cli.options`, never this module.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -15,11 +16,28 @@ from bench.cli.colorize import colorize
 from bench.cli.compare import compare
 from bench.cli.data import data
 from bench.cli.listing import list_cmd
+from bench.cli.options import EXIT_INTERRUPTED
 from bench.cli.report import check, report
 from bench.cli.run import run, train, train_all
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class BenchGroup(click.Group):
+    """The root group: Ctrl-C ends any command with exit status 130 (click's default is "Aborted!" and 1),
+    after the message of what was interrupted (where the checkpoint or journal is, and that the same
+    command resumes), so scripts and schedulers can tell an interruption from a failure."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            click.echo(file=sys.stderr)  # closes the terminal's ^C echo
+            if str(exc):
+                click.echo(str(exc), err=True)
+            click.echo("interrupted (Ctrl-C): exit status 130", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--results", type=click.Path(file_okay=False), default=None, help="Results folder [default: $BENCH_RESULTS or ./results].")
 @click.version_option(package_name="colorbench")
 @click.pass_context

@@ -1,7 +1,9 @@
-"""``bench compare A B --dataset D``: a paired test of two methods' stored per-image results.
+"""``bench compare A B --dataset D``: a paired test of two stored results, image by image.
 
-Reads only result files (never recomputes a metric); pairs images by id; refuses results whose dataset
-content or evaluation protocol differ. No torch import at module level (``bench --help`` stays fast).
+A and B name results as ``METHOD`` or, where a method has several results (other settings or tags),
+``METHOD@TAG`` or ``METHOD@HASH`` (4+ hex digits of its identity hash); an ambiguous name is an error
+listing the candidates. Reads only result files (never recomputes a metric); pairs images by id; refuses
+results whose dataset content or evaluation protocol differ. No torch import at module level.
 """
 
 from __future__ import annotations
@@ -9,36 +11,37 @@ from __future__ import annotations
 import click
 
 
-def _load(results, dataset: str, split: str, method: str, seed: int):
+def _load(results, dataset: str, split: str, reference: str, seed: int | None):
+    """The result ``reference`` names (``METHOD`` or ``METHOD@TAG_OR_HASH``) and its per-image rows."""
     import pandas as pd
 
-    from bench.store import eval_paths, read_json
+    from bench.identity import ResultLookupError, resolve_result
 
-    json_path, csv_path, _ = eval_paths(results, method, dataset, split, seed)
-    if not json_path.exists():
-        raise click.ClickException(f"no result for {method} on {dataset}/{split} (seed {seed}): {json_path} is missing; "
-                                   f"run 'bench run --methods {method} --dataset {dataset} --split {split}'")
-    result = read_json(json_path)
-    if result.get("status") != "ok":
-        raise click.ClickException(f"{json_path}: status {result.get('status')!r} ({result.get('error', 'no error recorded')})")
+    try:
+        found = resolve_result(results, reference, dataset, split, seed)
+    except ResultLookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    csv_path = found.path.parent / str(found.data.get("per_image_file") or found.path.with_suffix(".csv").name)
     if not csv_path.exists():
-        raise click.ClickException(f"{csv_path}: per-image rows missing beside {json_path.name}")
+        raise click.ClickException(f"{csv_path}: per-image rows missing beside {found.path.name}")
     rows = pd.read_csv(csv_path, dtype={"id": str})
-    return result, rows
+    return found.data, rows
 
 
 @click.command()
 @click.argument("method_a")
 @click.argument("method_b")
-@click.option("--dataset", "-d", required=True, help="Dataset of both results.")
+@click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset of both results (as bench run's default).")
 @click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
 @click.option("--metric", "metric_names", multiple=True, help="Metric to compare (repeatable) [default: every per-image metric both have].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs (result file suffix -s<seed>).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs (result file part -s<seed>).")
 @click.option("--seed-b", type=int, default=None, help="Seed of B's run when it differs (e.g. one method, two seeds).")
 @click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True, help="Paired bootstrap resamples.")
 @click.pass_context
 def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b, resamples) -> None:
     """Paired test of METHOD_A vs METHOD_B on the same images: is the difference significant?
+
+    Name a result as METHOD, or METHOD@TAG / METHOD@HASH where the method has several (e.g. unet@gpu-run).
 
     For each metric: the means, the mean paired difference A - B with its 95% paired-bootstrap interval
     (significant when it excludes 0: the verdict) and the two-sided Wilcoxon signed-rank p-value.

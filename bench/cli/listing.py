@@ -14,12 +14,13 @@ def list_cmd(what: str) -> None:
     """List registered methods, datasets or metrics with a one-line description."""
     rows: list[tuple[str, str]] = []
     if what == "methods":
-        from bench.recipes import load_recipe, method_names
+        # Read from the recipe files without building them: no adapter, hence no torch, is imported unless a
+        # plugin is installed (tests/test_cli.py checks it); 'bench train' checks each recipe in full.
+        from bench.recipes import recipe_summaries
 
-        for name in method_names():
-            r = load_recipe(name)
-            kind = "no training" if not r.trainable else f"{r.training} recipe"
-            rows.append((name, f"{r.description or r.adapter} [{r.adapter}; {kind}]"))
+        for r in recipe_summaries():
+            kind = "no training" if r.training is None else f"{r.training} recipe"
+            rows.append((r.name, f"{r.description or r.adapter} [{r.adapter}; {kind}]"))
     elif what == "datasets":
         from bench.datasets import DATASETS
 

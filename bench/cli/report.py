@@ -51,6 +51,9 @@ def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
     from bench.report import write_report
 
     root = _results_dir(ctx, results)
+    bad = [f for f in _names((formats,)) if f not in ("md", "html")]
+    if bad or not _names((formats,)):
+        raise click.BadParameter(f"unknown {', '.join(bad) or '(empty)'}; choose from md, html", param_hint="'--format'")
     rep = write_report(root, Path(out), _names((formats,)), _names(datasets) or None, _names((images,)) if images else None, grid_rows)
     n = sum(len(s.table.rows) for s in rep.sections)
     click.echo(f"{len(rep.sections)} table(s), {n} row(s), {len(rep.failed)} failed run(s) listed")
@@ -70,21 +73,28 @@ def report(ctx, datasets, formats, out, images, grid_rows, results) -> None:
 def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on_new) -> None:
     """Compare current results with a baseline; exit 1 on drift beyond tolerance or a missing result."""
     from bench.check import (
-        DEFAULT_TOLERANCE, CheckError, compare, current_results, format_comparison, parse_tolerances, read_baseline,
-        write_baseline,
+        DEFAULT_TOLERANCE, CheckError, compare, current_results, format_comparison, key_text, parse_tolerances,
+        read_baseline, single_results, write_baseline,
     )
 
     root = _results_dir(ctx, results)
     path = Path(baseline)
-    cli_tol = parse_tolerances(tolerances)
+    if not update_baseline and not path.is_file():
+        raise click.BadParameter(f"{path} does not exist; give the committed baseline file, or write one with "
+                                 f"--update-baseline", param_hint="'--baseline'")
+    try:
+        cli_tol = parse_tolerances(tolerances)
+    except CheckError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--tolerance'") from None
     only = _names(datasets)
     current, failed = current_results(root, only or None)
     if update_baseline:
         if failed:
-            names = ", ".join("/".join(map(str, k)) for k in sorted(failed))
+            names = ", ".join(key_text(k) for k in sorted(failed))
             raise CheckError(f"refusing to write a baseline while results failed ({names}); fix them or delete their result files")
         if not current:
             raise CheckError(f"no results under {root / 'eval'} to write a baseline from")
+        entries = single_results(current)  # several results of one key: an error listing them
         old = read_baseline(path) if path.exists() else None
         tol = {**DEFAULT_TOLERANCE, **((old or {}).get("tolerance") or {}), **cli_tol}
         if old is not None:
@@ -93,7 +103,7 @@ def check(ctx, baseline, tolerances, results, datasets, update_baseline, fail_on
             click.echo(format_comparison(compare(scope, current, failed, tol)))
         # with --dataset, entries of the other datasets stay as they were
         kept = [e for e in (old or {}).get("results", []) if only and e.get("dataset") not in only]
-        write_baseline(path, [*kept, *current.values()], tol)
+        write_baseline(path, [*kept, *entries], tol)
         click.echo(f"wrote {path}: {len(current)} result(s)" + (f" (+{len(kept)} kept from other datasets)" if kept else "") + "; review and commit it")
         return
     base = read_baseline(path)

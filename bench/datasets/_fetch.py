@@ -76,7 +76,7 @@ class Download:
 
 
 def card_downloads(card) -> list[Download]:
-    return [Download.from_card(d, f"datasets/{card.name}.yaml: downloads") for d in card.downloads]
+    return [Download.from_card(d, f"bench/datasets/cards/{card.name}.yaml: downloads") for d in card.downloads]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import hashlib
 import inspect
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import torch
 from torch import Tensor
@@ -56,6 +56,8 @@ class ImageSet(Dataset, abc.ABC):
     name: ClassVar[str] = ""
     data_name: ClassVar[str] = ""  # card and data folder, when several registered names share one dataset
     needs_root: ClassVar[bool] = True
+    #: A plugin without a card file may carry its card here (same keys as ``bench/datasets/cards/*.yaml``).
+    card_data: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, split: str, root: str | os.PathLike | None = None, *, on_bad_image: str = "skip", decode_check: bool = True):
         """``on_bad_image``: ``skip`` leaves bad files out (named in ``skipped``), ``error`` refuses the
@@ -67,7 +69,7 @@ class ImageSet(Dataset, abc.ABC):
         self.split = split
         self.on_bad_image = on_bad_image
         self.decode_check = decode_check
-        self.card = DatasetCard.load(self.data_name or self.name)
+        self.card = DatasetCard.load(self.data_name or self.name, type(self).card_data)
         self.root = default_root(self.data_name or self.name, root) if self.needs_root else None
         self.skipped: list[dict[str, str]] = []
         self.ignored: list[str] = []
@@ -120,7 +122,7 @@ class ImageSet(Dataset, abc.ABC):
                 "n_images": len(self),
                 "content_hash": digest,
                 "root": str(self.root) if self.root else None,
-                "eval_protocol": dict(self.card.eval),
+                "eval_protocol": self.card.eval_protocol(),
                 "official": official,
                 "official_note": note,
                 "skipped": list(self.skipped),
@@ -155,10 +157,10 @@ class ImageSet(Dataset, abc.ABC):
             lines.append(f"{label}: {len(self.gray)} truly grayscale image(s){why}: {names(self.gray)}")
         sides = self.short_sides()
         if sides:
-            need = [(max(crop, int(self.card.extra.get("train_resize_short") or 0)), "training size (crop or train_resize_short)")] if crop else []
-            short = self.card.eval.get("resize_short") if self.card.eval.get("mode") in ("tiles", "center_crop") else None
+            short = self.card.short_side
+            need = [(max(crop, short or 0), "training size (crop or the card's short_side)")] if crop else []
             if short and not crop:  # crop given: the split is read for training
-                need.append((int(short), "evaluation resize"))
+                need.append((short, "evaluation scale (short_side)"))
             for size, what in need:
                 n = sum(s < size for s in sides)
                 if n:

@@ -2,7 +2,13 @@
 
 Training crops are a pure function of (seed, sample number): sample ``k`` of a run always picks the same
 image, crop and flip, whatever the number of workers or processes, and a resumed run simply starts at
-``k = step * batch``. That is what makes resume bit-identical without saving loader state.
+``k = step * batch``. That is what makes resume bit-identical without saving loader state. Each sample's
+generator is seeded from (seed, k) through ``numpy.random.SeedSequence``, so the streams of two seeds are
+independent (a linear ``seed * C + k`` made sample k of one seed sample k + C of another).
+
+Both views work at the card's one scale, ``short_side``: training crops are cut from images resized to it,
+and evaluation views are cut from images resized to it (full images are predicted at it, see
+:func:`bench.evaluate.colorize_full`).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping
 
-import torch
+import numpy as np
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -46,42 +52,69 @@ class TrainCrops(Dataset):
             return resize_short(img, self.size)
         return img
 
+    def draw(self, k: int) -> tuple[int, int, int, bool]:
+        """Sample ``k``'s (image index, top, left, horizontal flip): a pure function of (seed, k)."""
+        rng = np.random.default_rng(sample_seed(self.seed, k))
+        i = int(rng.integers(len(self.images)))
+        h, w = self._prepared(i).shape[-2:]
+        y = int(rng.integers(h - self.size + 1))
+        x = int(rng.integers(w - self.size + 1))
+        return i, y, x, bool(rng.integers(2))
+
     def __getitem__(self, k: int) -> Tensor:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + k) % 2**63)
-        i = int(torch.randint(len(self.images), (1,), generator=g))
-        img = self._prepared(i)
-        h, w = img.shape[-2:]
-        y = int(torch.randint(h - self.size + 1, (1,), generator=g))
-        x = int(torch.randint(w - self.size + 1, (1,), generator=g))
-        crop = img[:, y : y + self.size, x : x + self.size]
-        if bool(torch.randint(2, (1,), generator=g)):
+        i, y, x, flip = self.draw(k)
+        crop = self._prepared(i)[:, y : y + self.size, x : x + self.size]
+        if flip:
             crop = crop.flip(-1)
         return crop.contiguous()
 
 
-class EvalView(Dataset):
-    """The evaluation protocol of a dataset card, applied to a split.
+def train_crops(images: ImageSet, size: int, seed: int) -> TrainCrops:
+    """The training crops of a split, cut from its images at the card's one scale (``short_side``)."""
+    return TrainCrops(images, size, seed, resize_to=images.card.short_side)
 
-    ``mode: tiles`` (resize the shorter side to ``resize_short``, centre-crop a square, cut it into
-    ``tile`` x ``tile`` tiles), ``mode: center_crop`` (resize shorter side, centre crop ``size``), or
-    ``mode: full`` (the image as it is; batches of one).
+
+def sample_seed(seed: int, k: int) -> np.random.SeedSequence:
+    """The seed of sample ``k`` of run ``seed``: SeedSequence hashes (seed, stream, k) as fixed-width words, so
+    no two pairs share a stream. Negative ``k`` (the samples ``Method.prepare`` sees) is a stream of its own."""
+    s, n = seed % 2**64, abs(k)
+    words = [s & 0xFFFFFFFF, s >> 32, int(k < 0), n & 0xFFFFFFFF, n >> 32]
+    return np.random.SeedSequence(np.array(words, dtype=np.uint32))
+
+
+class EvalView(Dataset):
+    """The evaluation protocol of a dataset card, applied to a split, at the card's ``short_side``.
+
+    ``mode: tiles`` (resize the shorter side to ``short_side``, centre-crop a square, cut it into ``tile`` x
+    ``tile`` tiles), ``mode: center_crop`` (resize the shorter side to ``short_side`` when it is set, centre
+    crop ``size``), or ``mode: full`` (the image as it is; batches of one; predicted at ``short_side`` by
+    :func:`bench.evaluate.colorize_full`). ``protocol`` defaults to the card's (``card.eval_protocol()``).
     """
 
-    def __init__(self, images: ImageSet, protocol: Mapping[str, Any]):
+    def __init__(self, images: ImageSet, protocol: Mapping[str, Any] | None = None):
         self.images = images
-        self.protocol = dict(protocol) or {"mode": "full"}
+        self.protocol = dict(protocol) if protocol else images.card.eval_protocol()
         self.mode = self.protocol.get("mode", "full")
+        short = self.protocol.get("short_side")
+        self.short = int(short) if short else None
         if self.mode == "tiles":
-            self.short, self.tile = int(self.protocol["resize_short"]), int(self.protocol["tile"])
+            if self.short is None:
+                raise ValueError(f"{images.name}: evaluation mode tiles needs short_side (the side of the centre square)")
+            self.tile = int(self.protocol["tile"])
             self.per_image = (self.short // self.tile) ** 2
         elif self.mode == "center_crop":
-            self.short, self.crop = int(self.protocol.get("resize_short", self.protocol["size"])), int(self.protocol["size"])
+            self.crop = int(self.protocol["size"])
             self.per_image = 1
         elif self.mode == "full":
             self.per_image = 1
         else:
             raise ValueError(f"{images.name}: unknown evaluation mode {self.mode!r} (tiles, center_crop, full)")
         self._last: tuple[int, Tensor] | None = None
+
+    @property
+    def work_size(self) -> int | None:
+        """The shorter side at which full images are predicted (None: their own resolution)."""
+        return self.short if self.mode == "full" else None
 
     @property
     def fixed_size(self) -> bool:
@@ -98,11 +131,16 @@ class EvalView(Dataset):
             return f"{base}#r{t // n}c{t % n}"
         return base
 
+    def scaled_image(self, i: int) -> Tensor:
+        """Image ``i`` at the protocol's scale, before any crop (full images: as they are)."""
+        img = self.images.load(i)
+        return resize_short(img, self.short) if self.short is not None and self.mode != "full" else img
+
     def _image(self, i: int) -> Tensor:
         if self._last is None or self._last[0] != i:  # tiles of one image come in a row: decode once
-            img = self.images.load(i)
-            if self.mode != "full":
-                img = TF.center_crop(resize_short(img, self.short), [self.short, self.short])
+            img = self.scaled_image(i)
+            if self.mode != "full" and self.short is not None:
+                img = TF.center_crop(img, [self.short, self.short])
             self._last = (i, img)
         return self._last[1]
 

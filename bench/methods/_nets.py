@@ -19,6 +19,7 @@ from torchvision.models import ResNet18_Weights, ResNet34_Weights
 from torchvision.models.resnet import BasicBlock
 
 from bench.color import AB_RANGE
+from bench.config import check_ranges, ranged
 from bench.methods.base import Method
 from bench.metrics.functional import ssim_map
 
@@ -40,15 +41,14 @@ class PretrainedWeightsMissing(UserWarning):
 @dataclass(frozen=True)
 class GeneratorParams:
     encoder: str = "resnet34"  # resnet18 | resnet34 (torchvision's BasicBlock ResNets)
-    width: int = 64  # encoder stem width; 64 is torchvision's ResNet, required for ImageNet weights
-    decoder_width: int = 32  # decoder channels at full and half resolution; x2, x4, x8 at 1/4, 1/8, 1/16
+    width: int = ranged(64, low=1)  # encoder stem width; 64 is torchvision's ResNet, required for ImageNet weights
+    decoder_width: int = ranged(32, low=1)  # decoder channels at full and half resolution; x2, x4, x8 at 1/4, 1/8, 1/16
     pretrained: bool = False  # start the encoder from ImageNet weights found in the torch hub cache
 
     def __post_init__(self):
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
-        if self.width < 1 or self.decoder_width < 1:
-            raise ValueError(f"width and decoder_width must be >= 1, got {self.width}, {self.decoder_width}")
+        check_ranges(self, "params.")  # every field with a declared range, those of subclasses included
         if self.pretrained and self.width != 64:
             raise ValueError(f"pretrained: true needs width 64 (torchvision's {self.encoder}); got width {self.width}")
 

@@ -42,7 +42,7 @@ class Method(nn.Module):
     Params: ClassVar[type] = NoParams
     #: False for methods with nothing to learn (``gray``): the trainer skips them.
     needs_training: ClassVar[bool] = True
-    #: A plugin without a YAML file may carry its recipe here (same keys as ``methods/*.yaml``).
+    #: A plugin without a YAML file may carry its recipe here (same keys as ``bench/methods/recipes/*.yaml``).
     recipe: ClassVar[Mapping[str, Any] | None] = None
     #: Consecutive training steps that repeat as a pattern (a WGAN-GP steps its generator every n-th
     #: step); FLOPs per image are averaged over them.
@@ -51,6 +51,10 @@ class Method(nn.Module):
     #: colourised images keep the L it predicts instead of the input's (``predict_lab``), and the
     #: ``psnr_l`` metric reports how far that drifts.
     predicts_lightness: bool = False
+    #: The names of the optimisers ``configure_optimizers`` returns: ``train.schedules`` may name only
+    #: these, checked when the recipe is read. Declare it in the class that defines configure_optimizers;
+    #: where it is not, the trainer alone checks, against the optimisers it gets.
+    optimizer_names: ClassVar[tuple[str, ...]] = ("main",)
 
     def __init__(self, params: Any, train: TrainConfig):
         super().__init__()

@@ -19,25 +19,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config import ranged
 from bench.methods._nets import GeneratorMethod, GeneratorParams, normalized_ab, normalized_L, patch_discriminator, set_requires_grad
 from bench.methods.base import METHODS, Update
 
 
 @dataclass(frozen=True)
 class CGANParams(GeneratorParams):
-    l1_weight: float = 100.0  # pix2pix's lambda
-    disc_width: int = 64
-    disc_layers: int = 3  # 3 -> 70x70 patches
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.l1_weight < 0 or self.disc_width < 1 or self.disc_layers < 1:
-            raise ValueError("l1_weight must be >= 0, disc_width and disc_layers >= 1")
+    l1_weight: float = ranged(100.0, low=0)  # pix2pix's lambda
+    disc_width: int = ranged(64, low=1)
+    disc_layers: int = ranged(3, low=1)  # 3 -> 70x70 patches
+    # ranges are checked by GeneratorParams.__post_init__ (bench.config.check_ranges covers every field)
 
 
 @METHODS.register("cgan", "pix2pix conditional GAN: ResNet34-UNet generator, 70x70 PatchGAN, BCE + 100 L1")
 class CGAN(GeneratorMethod):
     Params = CGANParams
+    optimizer_names = ("disc", "gen")
 
     def __init__(self, params: CGANParams, train):
         super().__init__(params, train)

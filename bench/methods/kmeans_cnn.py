@@ -16,24 +16,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bench.config import check_ranges, ranged
 from bench.methods.base import METHODS, Method, Update
 from bench.quantize import kmeans, nearest
 
 
 @dataclass(frozen=True)
 class KMeansParams:
-    n_colors: int = 32
-    width: int = 32
-    kmeans_iters: int = 30
-    kmeans_pixels: int = 200_000  # ab samples the palette is fitted on
+    n_colors: int = ranged(32, low=2)
+    width: int = ranged(32, low=1)
+    kmeans_iters: int = ranged(30, low=1)
+    kmeans_pixels: int = ranged(200_000, low=2)  # ab samples the palette is fitted on
     decode: str = "annealed"  # "annealed" (Zhang's annealed mean) or "argmax"
-    temperature: float = 0.38
+    temperature: float = ranged(0.38, low=0, low_open=True)
 
     def __post_init__(self):
         if self.decode not in ("annealed", "argmax"):
             raise ValueError(f"decode must be 'annealed' or 'argmax', got {self.decode!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        check_ranges(self, "params.")
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:

@@ -21,21 +21,16 @@ from typing import Iterator
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config import ranged
 from bench.methods._nets import GeneratorMethod, GeneratorParams, normalized_ab, ssim_loss
 from bench.methods.base import METHODS, Update
 
 
 @dataclass(frozen=True)
 class UNetParams(GeneratorParams):
-    ssim_weight: float = 1e-3  # lambda in L1 + lambda (1 - SSIM)
-    phase2_from_step: int | None = None  # from this step on: MSE + lambda (1 - SSIM); None = no phase 2
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.ssim_weight < 0:
-            raise ValueError(f"ssim_weight must be >= 0, got {self.ssim_weight}")
-        if self.phase2_from_step is not None and self.phase2_from_step < 0:
-            raise ValueError(f"phase2_from_step must be >= 0 or null, got {self.phase2_from_step}")
+    ssim_weight: float = ranged(1e-3, low=0)  # lambda in L1 + lambda (1 - SSIM)
+    phase2_from_step: int | None = ranged(None, low=0)  # from this step on: MSE + lambda (1 - SSIM); None = no phase 2
+    # ranges are checked by GeneratorParams.__post_init__ (bench.config.check_ranges covers every field)
 
 
 @METHODS.register("unet", "ResNet34-UNet regressing ab, loss L1 + 1e-3 (1 - SSIM)")

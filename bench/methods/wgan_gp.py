@@ -24,24 +24,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config import ranged
 from bench.methods._nets import GeneratorMethod, GeneratorParams, normalized_ab, normalized_L, patch_discriminator, set_requires_grad
 from bench.methods.base import METHODS, Update
 
 
 @dataclass(frozen=True)
 class WGANGPParams(GeneratorParams):
-    l1_weight: float = 100.0
-    gp_weight: float = 10.0
-    n_critic: int = 5  # critic steps per generator step
-    critic_width: int = 64
-    critic_layers: int = 3
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.n_critic < 1 or self.critic_width < 1 or self.critic_layers < 1:
-            raise ValueError("n_critic, critic_width and critic_layers must be >= 1")
-        if self.l1_weight < 0 or self.gp_weight < 0:
-            raise ValueError("l1_weight and gp_weight must be >= 0")
+    l1_weight: float = ranged(100.0, low=0)
+    gp_weight: float = ranged(10.0, low=0)
+    n_critic: int = ranged(5, low=1)  # critic steps per generator step
+    critic_width: int = ranged(64, low=1)
+    critic_layers: int = ranged(3, low=1)
+    # ranges are checked by GeneratorParams.__post_init__ (bench.config.check_ranges covers every field)
 
 
 def gradient_penalty(critic: Callable[[Tensor, Tensor], Tensor], L: Tensor, real_ab: Tensor, fake_ab: Tensor) -> Tensor:
@@ -58,6 +53,7 @@ def gradient_penalty(critic: Callable[[Tensor, Tensor], Tensor], L: Tensor, real
 @METHODS.register("wgan_gp", "Conditional WGAN-GP: ResNet34-UNet generator, InstanceNorm PatchGAN critic, GP 10, + L1")
 class WGANGP(GeneratorMethod):
     Params = WGANGPParams
+    optimizer_names = ("critic", "gen")
 
     def __init__(self, params: WGANGPParams, train):
         super().__init__(params, train)

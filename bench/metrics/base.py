@@ -119,6 +119,10 @@ class Metric:
     def reset(self) -> None:
         """Forget accumulated state (set-level metrics)."""
 
+    def weights_info(self) -> dict[str, Any]:
+        """Which weights file the metric ran on, its SHA-256 and whether it is the standard one (weight-free: {})."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {
             "higher_is_better": self.higher_is_better, "convention": self.convention, "per_image": self.per_image,

@@ -39,6 +39,7 @@ from bench.metrics.base import METRICS, Batch, Metric, SetMetric
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256_PREFIX = "6726825d"  # torch hub naming: the file name carries its SHA-256 prefix
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision AlexNet_Weights.IMAGENET1K_V1
+ALEXNET_SHA256_PREFIX = "7be5be79"  # torch hub naming, as for Inception: the file name carries its SHA-256 prefix
 
 
 class WeightsError(RuntimeError):
@@ -341,6 +342,16 @@ class LPIPS(Metric):
                 warnings.simplefilter("ignore")
                 _LPIPS_NETS[key] = LearnedPerceptualImagePatchSimilarity(net_type="alex").net.to(device).eval()
         return _LPIPS_NETS[key]
+
+    def weights_info(self) -> dict[str, Any]:
+        """The AlexNet file hashed like Inception's: a file of another content is flagged, never trusted by name."""
+        path = hub_checkpoints() / ALEXNET_FILE
+        digest = file_sha256(path)
+        info: dict[str, Any] = {"weights": path.name, "weights_sha256": digest, "standard_weights": digest.startswith(ALEXNET_SHA256_PREFIX)}
+        if not info["standard_weights"]:
+            info["warning"] = (f"{path} is not torchvision's {ALEXNET_FILE} (SHA-256 {digest[:16]}...): "
+                               "scores are not comparable with published ones")
+        return info
 
     def score(self, pred: Tensor, target: Tensor) -> Tensor:
         net = self._net(pred.device)

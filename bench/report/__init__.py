@@ -8,6 +8,7 @@ never recomputes a metric.
 from __future__ import annotations
 
 import datetime as _dt
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -55,8 +56,18 @@ def write_report(root: Path, out: Path, formats: Sequence[str] = ("md", "html"),
     bad = [f for f in formats if f not in ("md", "html")]
     if bad or not formats:
         raise ReportError(f"--format: unknown {', '.join(bad) or '(empty)'}; choose from md, html")
+    created = None  # the outermost folder this call creates: removed again if no report can be made
+    if not out.exists():
+        created = out
+        while not created.parent.exists():
+            created = created.parent
     out.mkdir(parents=True, exist_ok=True)
-    report = build_report(root, out, datasets, images, grid_rows)
+    try:
+        report = build_report(root, out, datasets, images, grid_rows)
+    except BaseException:
+        if created is not None:  # e.g. no results yet: leave no empty reports/ folder behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     written = {out / f.path for s in report.sections for f in s.figures}
     plots_dir = out / PLOTS_DIR
     if plots_dir.is_dir():  # drop our own pictures of earlier reports that this one no longer has

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from bench.report import plots
 from bench.report.model import (
     DEFAULT_GRID_ROWS, GRID_SEED, PLOTS_DIR, Figure, Group, ReportError, Stored, _arrow, leaderboard_order,
-    metric_columns,
+    metric_columns, row_labels,
 )
 
 
@@ -113,11 +113,9 @@ def grid_figure(group: Group, out: Path, wanted: Sequence[str] | None, n: int, n
 
 
 def _labels(results: Sequence[Stored]) -> list[str]:
-    """Method names, with the seed where one method appears with several seeds."""
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.method] = counts.get(r.method, 0) + 1
-    return [r.method if counts[r.method] == 1 else f"{r.method} (seed {r.seed})" for r in results]
+    """The table's row labels (method and how its settings differ), with the seed where a label repeats."""
+    texts = row_labels(results)
+    return [t if texts.count(t) == 1 else f"{t} (seed {r.seed})" for t, r in zip(texts, results)]
 
 
 def distribution_figure(group: Group, out: Path, notes: list[str]) -> Figure | None:

@@ -78,7 +78,7 @@ def _html_table(section: Section, idx: int) -> list[str]:
                    f'{_attr("data-key", h.key)}{_attr("title", h.title)}>{e(h.text)}</th>')
     out.append("</tr></thead><tbody>")
     for row in t.rows:
-        cls = "baseline" if row[0].text == BASELINE_METHOD else None
+        cls = "baseline" if row[0].sort == BASELINE_METHOD else None  # the sort key is the method, the text its label
         out.append(f"<tr{_attr('class', cls)}>")
         for h, c in zip(t.headers, row):
             body = e(c.text)

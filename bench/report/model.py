@@ -2,8 +2,11 @@
 
 A report reads the result store (result JSONs, their per-image CSVs, the sample PNGs beside them and
 each training run's ``losses.csv``); it never recomputes a metric. Results are grouped into tables by
-what makes numbers comparable: dataset, split, content hash, evaluation protocol and schema version.
-Results of one dataset that differ in any of those get separate tables under a heading that says so.
+what makes numbers comparable: dataset, split, content hash, evaluation protocol, the scale images were
+predicted at (work size) and schema version. Results of one dataset that differ in any of those get
+separate tables under a heading that says so. Within a table, a row is one result: several settings of
+one method are several rows, each labelled with how it differs (``unet · gpu · lr=0.0003``), and a
+column says how the network ran over the images (whole, or in tiles).
 
 The model of a table (:class:`TableModel`: headers, cells, notes) is built here once and rendered twice
 (:mod:`.markdown`, :mod:`.html`), so the Markdown and HTML pages can never disagree.
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from bench.identity import labels, result_id
 from bench.store import iter_results, short_hash
 
 BASELINE_METHOD = "gray"
@@ -62,11 +66,22 @@ class Stored:
     def ok(self) -> bool:
         return self.data.get("status") == "ok"
 
-    def identity(self) -> tuple[str, str, str, str, str]:
+    @property
+    def work_size(self) -> int | None:
+        """The shorter side images were predicted at (None: their own resolution, or not recorded)."""
+        prediction = self.data.get("prediction")
+        if isinstance(prediction, dict):
+            return prediction.get("short_side")
+        # schema 1: full images recorded the work size; fixed-size views were cut at the protocol's resize
+        protocol = (self.data.get("dataset") or {}).get("eval_protocol") or {}
+        return self.data.get("work_size") or protocol.get("resize_short")
+
+    def identity(self) -> tuple[str, str, str, str, str, str]:
         """What two results must share to sit in one table."""
         ds = self.data.get("dataset") or {}
         protocol = json.dumps(ds.get("eval_protocol"), sort_keys=True)
-        return (self.dataset, self.split, str(ds.get("content_hash")), protocol, str(self.data.get("schema_version")))
+        return (self.dataset, self.split, str(ds.get("content_hash")), protocol, str(self.data.get("schema_version")),
+                str(self.work_size))
 
 
 def load_results(root: Path, datasets: Sequence[str] | None = None) -> tuple[list[Stored], list[Stored]]:
@@ -173,7 +188,8 @@ def group_results(results: Iterable[Stored]) -> list[Group]:
         variants.sort(key=lambda ms: max(str(m.data.get("created", "")) for m in ms), reverse=True)
         ids = [v[0].identity() for v in variants]
         differs = tuple(
-            label for i, label in ((2, "content hash"), (3, "evaluation protocol"), (4, "schema version"))
+            label for i, label in ((2, "content hash"), (3, "evaluation protocol"), (4, "schema version"),
+                                   (5, "work size (the scale predicted at)"))
             if len({k[i] for k in ids}) > 1
         )
         for n, members in enumerate(variants, 1):
@@ -219,22 +235,27 @@ def _mean(entry: Any) -> float | None:
 
 
 def build_table(group: Group) -> TableModel:
-    """The leaderboard of one group: a row per (method, seed), the gray baseline always present."""
+    """The leaderboard of one group: a row per result (one per method, setting and seed), the gray baseline
+    always present."""
     columns = metric_columns(group.results)
     headers = [Header("method", "method"), Header("seed", "seed", numeric=True)]
     for name, entry in columns:
         unit = entry.get("unit") or ""
         hib = entry.get("higher_is_better")
-        text = f"{name.upper() if name in FIRST_METRICS else name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
+        # the registered name, as typed in --metrics and shown by bench run and compare: one case style
+        text = f"{name} {_arrow(hib)}".strip() + (f" ({unit})" if unit else "")
         way = "higher is better" if hib is True else "lower is better" if hib is False else "no better direction"
         headers.append(Header(f"metric:{name}", text, numeric=True, title=f"{way}. {entry.get('convention', '')}".strip()))
     headers += [
         Header("images", "images", numeric=True), Header("train", "train time", numeric=True),
-        Header("recipe", "recipe"), Header("date", "date"), Header("commit", "commit"),
+        Header("recipe", "recipe"), Header("predicted", "predicted", title="how the network ran over each image: whole, "
+                                                                              "or in overlapping tiles (size/overlap in px)"),
+        Header("date", "date"), Header("commit", "commit"),
     ]
     table = TableModel(headers, [])
-    for r in leaderboard_order(group):
-        table.rows.append(_row(r, columns, table))
+    ordered = leaderboard_order(group)
+    for r, label in zip(ordered, row_labels(ordered)):
+        table.rows.append(_row(r, columns, table, label))
     if not any(r.method == BASELINE_METHOD for r in group.results):
         note = table.add_note(
             f"the {BASELINE_METHOD} baseline has no result here; run: bench run --methods {BASELINE_METHOD} "
@@ -269,9 +290,24 @@ def _row_order(r: Stored, columns: list[tuple[str, dict]]) -> tuple:
     return (False, 0.0, r.method, r.seed or 0)
 
 
-def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel) -> list[Cell]:
+def row_labels(results: Sequence[Stored]) -> list[str]:
+    """Each row's label: the method, and where a table holds several settings of it, how they differ."""
+    return labels([r.data for r in results])
+
+
+def _predicted(d: dict[str, Any]) -> str:
+    prediction = d.get("prediction")
+    if not isinstance(prediction, dict):
+        return "whole (schema 1)"
+    if prediction.get("tile"):
+        return f"tiles {prediction['tile']}/{prediction.get('tile_overlap') or 0}"
+    return "whole"
+
+
+def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel, label: str | None = None) -> list[Cell]:
     d = r.data
-    cells = [Cell(r.method, r.method), Cell(str(r.seed), r.seed)]
+    title = f"result {r.method}@{result_id(d)} ({r.path.name})"
+    cells = [Cell(label or r.method, r.method, title=title), Cell(str(r.seed), r.seed)]
     metrics = d.get("metrics") or {}
     for name, _ in columns:
         entry = metrics.get(name)
@@ -302,6 +338,7 @@ def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel) -> list[
         Cell(str(d.get("n_images", "—")), d.get("n_images")),
         Cell(_seconds(train.get("seconds")) if train else "no training", train.get("seconds") if train else None),
         Cell(recipe_text, recipe_text, title=json.dumps({"params": recipe.get("params"), "train": rtrain}, sort_keys=True)),
+        Cell(_predicted(d), _predicted(d)),
         Cell(created[:10] or "—", created or None, title=created or None),
         Cell(commit_text, commit or None, title=commit or None),
     ]
@@ -329,12 +366,16 @@ def describe_group(group: Group) -> str:
     info = group.info
     protocol = info.get("eval_protocol") or {}
     mode = protocol.get("mode", "full")
+    short = group.first.work_size
     if mode == "tiles":
-        proto = f"{protocol.get('tile')} px tiles of the centre square after resizing the shorter side to {protocol.get('resize_short')}"
+        proto = f"{protocol.get('tile')} px tiles of the centre square after resizing the shorter side to {short}"
     elif mode == "center_crop":
-        proto = f"centre crop {protocol.get('size')} px after resizing the shorter side to {protocol.get('resize_short', protocol.get('size'))}"
+        resized = f" after resizing the shorter side to {short}" if short else " of the images as they are"
+        proto = f"centre crop {protocol.get('size')} px{resized}"
+    elif short:
+        proto = f"full images, colour predicted at a shorter side of {short} px and upsampled onto the full-resolution L"
     else:
-        proto = "full images"
+        proto = "full images, predicted at their own resolution"
     n = info.get("n_images")
     h = str(info.get("content_hash") or "unknown")
     return (f"{n if n is not None else '?'} images in the split, evaluated as {proto}; data content hash {h[:12]}, "
@@ -385,6 +426,9 @@ def warnings_of(section: Section) -> list[str]:
     if g.variants > 1:
         out.append(f"{g.dataset}/{g.split} has results on {g.variants} different versions ({', '.join(g.differs)} differ); "
                    "each is a separate table and numbers must not be compared across them.")
+    if str(g.first.data.get("schema_version") or 1) == "1":
+        out.append("Results of schema 1: written before results were keyed by their settings; their prediction scale and "
+                   "tiling were not recorded in full.")
     if not g.official:
         out.append("Not the official dataset: the data differ from the published files, so these numbers are not comparable to published ones.")
     skipped = g.info.get("skipped")
