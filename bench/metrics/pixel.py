@@ -83,7 +83,7 @@ class PSNRab(Metric):
 @METRICS.register("psnr_l", "PSNR in dB of the CIELAB L channel: how far the output's lightness drifts from the input's")
 class PSNRL(Metric):
     """The lightness check. The input's L is the ground truth's, so a method that keeps it loses only what
-    uint8 rounding and gamut clipping take (about 40-60 dB); a method that outputs RGB itself (the
+    uint8 rounding and gamut clipping take (37-61 dB in the CI baseline); a method that outputs RGB itself (the
     ``autoencoder-rgb`` recipe) shows here how far its own L drifts."""
 
     name = "psnr_l"
