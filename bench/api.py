@@ -32,7 +32,9 @@ INPUTS = ("rgb", "lab")
 
 
 class _AbFunction:
-    """A callable L -> ab where the evaluation code expects a method (``predict_ab``)."""
+    """A callable L -> ab where the evaluation code expects a method (``predict_ab``); the input's L is kept."""
+
+    predicts_lightness = False
 
     def __init__(self, fn: Callable[[Tensor], Tensor]):
         self.fn = fn

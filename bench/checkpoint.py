@@ -54,11 +54,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, step: int, identity_hash: str,
-                    rng: Any = None, meta: dict[str, Any] | None = None) -> None:
+                    rng: Any = None, extras: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> None:
     """``rng``: the RNG states to store (a list of every process's under torchrun); default this process's.
+    ``extras``: what else a run resumes from (``ema``: the weight EMA's state; ``lr``: each optimiser's
+    learning rate at this step, for the record: the schedule recomputes it from the step).
     ``meta``: plain data about the model (its recipe, identity, where its weights came from), so that the
     file alone is enough to rebuild and evaluate the model (:func:`load_model_file`)."""
     payload = {
+        **(extras or {}),
         "format": CHECKPOINT_FORMAT,
         "identity": identity_hash,
         "step": step,
@@ -122,8 +125,18 @@ def load_trained(recipe: MethodRecipe, run_dir: Path, device: torch.device) -> M
     method = build_method(recipe)
     if recipe.trainable and type(method).needs_training:
         ckpt = load_checkpoint(run_dir / CHECKPOINT, device)
-        method.load_state_dict(ckpt["model"])
+        method.load_state_dict(scored_weights(ckpt, recipe, run_dir / CHECKPOINT))
     return method.to(device).eval()
+
+
+def scored_weights(ckpt: dict[str, Any], recipe: MethodRecipe, path: Path) -> dict[str, Any]:
+    """The weights a checkpoint is scored with: the moving average when its recipe says so, else the raw ones."""
+    if recipe.train.ema_decay and recipe.train.ema_eval:
+        if not ckpt.get("ema"):
+            raise CheckpointError(f"{path}: the recipe scores EMA weights (train.ema_decay) but the "
+                                  "checkpoint holds none; delete the folder and retrain")
+        return ckpt["ema"]["weights"]
+    return ckpt["model"]
 
 
 @dataclass
@@ -156,7 +169,7 @@ def load_model_file(path: Path, device: torch.device | str = "cpu") -> ModelFile
         raise CheckpointError(str(exc)) from None
     method = build_method(recipe)
     try:
-        method.load_state_dict(ckpt["model"])
+        method.load_state_dict(scored_weights(ckpt, recipe, path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: its weights do not fit the {recipe.adapter} adapter of its recipe ({first})") from None

@@ -13,6 +13,7 @@ other folders. This module knows no registry: :mod:`bench.recipes` turns a recip
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import json
 import math
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from bench.schedules import Schedule
 
 SIZES = ("cpu", "gpu")
 MIN_IMAGE_SIZE = 32  # the smallest crop every shipped network trains on (the PatchGANs need 32; tests/test_config.py)
@@ -137,9 +140,22 @@ class TrainConfig:
     num_workers: int = ranged(0, low=0)
     prepare_images: int = ranged(64, low=0)  # training crops shown to Method.prepare (palettes, priors)
     pixel_cache: bool = True  # crops from the memory-mapped pixel cache (false: decode; see bench.datasets.pixels)
+    # What a paper's training needs beyond a constant step (bench/schedules.py, bench/averaging.py,
+    # bench/validation.py): the learning-rate schedule, per optimiser where a GAN's differ; an exponential
+    # moving average of the weights; gradient accumulation; validation curves on a held-out slice.
+    schedule: Schedule = Schedule()
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)  # optimiser name -> its own schedule
+    ema_decay: float | None = ranged(None, low=0, high=1, low_open=True, high_open=True)  # e.g. 0.999 (None: no EMA)
+    ema_eval: bool = True  # with an EMA: score (and validate) the EMA weights rather than the raw ones
+    accumulate: int = ranged(1, low=1)  # micro-batches per step: batch_size is the global batch, split into this many
+    val_every: int = ranged(0, low=0)  # PSNR/SSIM on a held-out slice of the training split every N steps (0: off)
+    val_images: int = ranged(16, low=1)  # size of that slice (at most a quarter of the split)
 
     def __post_init__(self):
         check_ranges(self, "train.")
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"train.batch_size {self.batch_size} must be a multiple of train.accumulate {self.accumulate} "
+                             "(batch_size is the global batch, split into accumulate micro-batches)")
 
 
 @dataclass(frozen=True)
@@ -260,6 +276,21 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             return tuple(coerce(v, a, where) for v, a in zip(value, args))
         inner = args[0] if args else Any
         return origin(coerce(v, inner, where) for v in value)
+    if origin in (collections.abc.Mapping, dict) and dataclasses.is_dataclass(typing.get_args(tp)[-1]):
+        # a mapping of typed sections (train.schedules: optimiser -> Schedule); other mappings stay as read
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): coerce(v, typing.get_args(tp)[-1], f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {', '.join(f.name for f in fields(tp))}, got {value!r}")
+        return build_dataclass(tp, value, where)
     if tp is Any:
         return value
     if tp is bool:

@@ -67,8 +67,7 @@ def colorize(method: Method, rgb: Tensor, tile: int | None = None, overlap: int 
     ``tile``: predict in overlapping tiles of that size (:func:`predict_ab_tiled`); None: whole."""
     lab = rgb_to_lab(rgb)
     L = lab[:, :1]
-    ab = predict_ab_tiled(method, L, tile, overlap).to(L.dtype)
-    return lab_to_rgb_uint8(torch.cat([L, ab], 1))
+    return lab_to_rgb_uint8(predict_lab_tiled(method, L, tile, overlap).to(L.dtype))
 
 
 @torch.no_grad()
@@ -78,8 +77,9 @@ def colorize_full(method: Method, rgb: Tensor, work_size: int | None, tile: int 
 
     As Zhang et al.'s demo: ab is predicted on the L channel resized to the model's working scale (shorter
     side ``work_size``, aspect kept; the demo squashes to 256x256), upsampled bilinearly to H x W and
-    joined to the original full-resolution L. ``None``: predict at full resolution. ``tile``: predict the
-    resized L in overlapping tiles (:func:`predict_ab_tiled`).
+    joined to the original full-resolution L (a method that predicts its own lightness keeps its own L,
+    upsampled with ab). ``None``: predict at full resolution. ``tile``: predict the resized L in
+    overlapping tiles (:func:`predict_ab_tiled`).
     """
     lab = rgb_to_lab(rgb)
     L = lab[:, :1]
@@ -89,10 +89,11 @@ def colorize_full(method: Method, rgb: Tensor, work_size: int | None, tile: int 
         s = work_size / min(h, w)
         size = (max(1, round(h * s)), max(1, round(w * s)))
         small = F.interpolate(L, size=size, mode="bilinear", align_corners=False, antialias=s < 1)
-    ab = predict_ab_tiled(method, small, tile, overlap).to(L.dtype)
-    if ab.shape[-2:] != (h, w):
-        ab = F.interpolate(ab, size=(h, w), mode="bilinear", align_corners=False, antialias=small.shape[-2] > h)
-    return lab_to_rgb_uint8(torch.cat([L, ab], 1))
+    out = predict_lab_tiled(method, small, tile, overlap).to(L.dtype)
+    if out.shape[-2:] != (h, w):
+        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False, antialias=small.shape[-2] > h)
+    # The full-resolution L of the input, unless the method's own lightness is what it outputs.
+    return lab_to_rgb_uint8(out if method.predicts_lightness else torch.cat([L, out[:, 1:]], 1))
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -130,11 +131,25 @@ def predict_ab_tiled(method: Method, L: Tensor, tile: int | None, overlap: int |
     Tiling gives a network the context it was trained on (a model trained on 64-px crops and run on whole
     256-px images doubled its saturation; in 64-px tiles it scored 0.9 dB higher), and bounds memory: at
     most ``max_tiles`` tiles go through the network at once, whatever the image size."""
+    return _tiled(method.predict_ab, 2, "predict_ab", L, tile, overlap, max_tiles)
+
+
+@torch.no_grad()
+def predict_lab_tiled(method: Method, L: Tensor, tile: int | None, overlap: int | None = None, max_tiles: int = 256) -> Tensor:
+    """(B, 3, H, W) Lab of the colourised image: the input's L beside :func:`predict_ab_tiled`, or, for a
+    method that predicts its own lightness, its ``predict_lab`` tiled the same way."""
+    if not method.predicts_lightness:
+        return torch.cat([L, predict_ab_tiled(method, L, tile, overlap, max_tiles).to(L.dtype)], 1)
+    return _tiled(method.predict_lab, 3, "predict_lab", L, tile, overlap, max_tiles)
+
+
+def _tiled(predict: Callable[[Tensor], Tensor], channels: int, name: str, L: Tensor, tile: int | None,
+           overlap: int | None, max_tiles: int) -> Tensor:
     B, _, H, W = L.shape
     if tile is None or (H <= tile and W <= tile):
-        ab = method.predict_ab(L)
-        _check_ab(ab, L)
-        return ab
+        out = predict(L)
+        _check_shape(out, L, channels, name)
+        return out
     overlap = tile // 4 if overlap is None else overlap
     th, tw = min(tile, H), min(tile, W)
     ys, xs = tile_starts(H, th, overlap), tile_starts(W, tw, overlap)
@@ -144,21 +159,21 @@ def predict_ab_tiled(method: Method, L: Tensor, tile: int | None, overlap: int |
     tiles = torch.stack([L[:, :, y : y + th, x : x + tw] for y, x, _ in boxes], 1).reshape(-1, 1, th, tw)
     parts = []
     for k in range(0, tiles.shape[0], max_tiles):
-        part = method.predict_ab(tiles[k : k + max_tiles])
-        _check_ab(part, tiles[k : k + max_tiles])
+        part = predict(tiles[k : k + max_tiles])
+        _check_shape(part, tiles[k : k + max_tiles], channels, name)
         parts.append(part.float())
-    ab_tiles = torch.cat(parts).reshape(B, len(boxes), 2, th, tw)
-    out = torch.zeros(B, 2, H, W, device=L.device)
+    out_tiles = torch.cat(parts).reshape(B, len(boxes), channels, th, tw)
+    out = torch.zeros(B, channels, H, W, device=L.device)
     norm = torch.zeros(H, W, device=L.device)
     for k, (y, x, weight) in enumerate(boxes):
-        out[:, :, y : y + th, x : x + tw] += ab_tiles[:, k] * weight
+        out[:, :, y : y + th, x : x + tw] += out_tiles[:, k] * weight
         norm[y : y + th, x : x + tw] += weight
     return out / norm
 
 
-def _check_ab(ab: Tensor, L: Tensor) -> None:
-    if ab.shape != (L.shape[0], 2, *L.shape[2:]):
-        raise RuntimeError(f"predict_ab returned shape {tuple(ab.shape)}, expected {(L.shape[0], 2, *L.shape[2:])}")
+def _check_shape(out: Tensor, L: Tensor, channels: int, name: str) -> None:
+    if out.shape != (L.shape[0], channels, *L.shape[2:]):
+        raise RuntimeError(f"{name} returned shape {tuple(out.shape)}, expected {(L.shape[0], channels, *L.shape[2:])}")
 
 
 class EvalJournal:

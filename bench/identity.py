@@ -27,8 +27,10 @@ from bench.store import code_version, iter_results, short_hash
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
 SCHEMA1_ID = "schema1"  # how a result of schema 1 (one file per method, dataset, split and seed) is addressed
-# Modules besides the adapter's own closure whose code decides what a run learns.
-TRAINING_MODULES = ("bench.train", "bench.datasets.views")
+# Modules besides the adapter's own closure whose code decides what a run learns: the loop, the crop
+# sampler, and what the loop applies for a recipe (learning-rate schedules, the weight EMA that may be the
+# scored model, the held-out slice that training never sees).
+TRAINING_MODULES = ("bench.train", "bench.datasets.views", "bench.schedules", "bench.averaging", "bench.validation")
 
 
 class ResultLookupError(LookupError):

@@ -165,6 +165,20 @@ def gamut_bins(rule: str = "soft5", grid: float = AB_GRID) -> Tensor:
     return _gamut_bins_cached(rule, float(grid), str(cache_root())).clone()
 
 
+def grid_bins(bin_size: float = 12.0, lo: float = -110.0, hi: float = 118.0) -> Tensor:
+    """The centres of a plain square grid of ab bins, (Q, 2) sorted by (a, b): cells of ``bin_size`` tiling
+    [lo, hi) on both a and b, Q = n^2 with n = (hi - lo) / bin_size a whole number. Cells of 12 over
+    [-110, 118] give n = 19, Q = 361. Unlike :func:`gamut_bins` nothing is dropped: cells the sRGB gamut
+    never reaches stay (they are simply never a target)."""
+    n = (hi - lo) / bin_size
+    if not bin_size > 0 or n < 1 or abs(n - round(n)) > 1e-9:
+        raise ValueError(f"the grid [{lo:g}, {hi:g}] is not a whole number of cells of {bin_size:g} "
+                         f"((hi - lo) / bin_size = {n:g}); choose bin_size and the range so that it is")
+    centres = lo + bin_size * (torch.arange(round(n), dtype=torch.float64) + 0.5)
+    a, b = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([a.reshape(-1), b.reshape(-1)], 1).float()
+
+
 def load_bin_table(path: str | os.PathLike) -> Tensor:
     """A bin table from a ``.npy`` file of shape (Q, 2) (ab centres, e.g. Zhang's ``pts_in_hull.npy``)."""
     path = Path(path).expanduser()

@@ -29,6 +29,7 @@ from bench.config import (
     recipes_dir,
 )
 from bench.registry import UnknownName, has_plugins
+from bench.schedules import check_optimizer_names
 
 if TYPE_CHECKING:
     from bench.methods import Method
@@ -146,6 +147,9 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
     train_fields = {f.name for f in fields(TrainConfig)}
     param_fields = {f.name for f in fields(adapter.Params)}
     for key, value in (overrides or {}).items():
+        if key.startswith("train.") and key.count(".") >= 2:  # train.schedule.kind=cosine, train.schedules.gen.kind=...
+            _set_nested(train_data, key, value)
+            continue
         section, leaf = split_key(key)
         if section == "predict":
             predict_fields = {f.name for f in fields(PredictConfig)}
@@ -170,6 +174,12 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
                 f"params: {', '.join(sorted(param_fields)) or '(none)'}"
             )
     train = build_dataclass(TrainConfig, train_data, f"{where}: sizes.{size}")
+    names = declared_optimizer_names(adapter)
+    if names is not None:
+        try:
+            check_optimizer_names(train, names, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     params = build_dataclass(adapter.Params, params_data, f"{where}: params")
     predict_cfg = build_dataclass(PredictConfig, predict_data, f"{where}: predict.{size}")
     try:
@@ -187,6 +197,29 @@ def load_recipe(name: str, size: str = "cpu", overrides: Mapping[str, str] | Non
         source=where,
         predict=predict_cfg,
     )
+
+
+def declared_optimizer_names(adapter: type) -> tuple[str, ...] | None:
+    """The optimiser names an adapter declares beside its ``configure_optimizers`` (None: not declared
+    there, e.g. a subclass that returns other optimisers, so only the trainer can tell)."""
+    owner = next((c for c in adapter.__mro__ if "configure_optimizers" in vars(c)), None)
+    return None if owner is None else vars(owner).get("optimizer_names")
+
+
+def _set_nested(train_data: dict[str, Any], key: str, value: str) -> None:
+    """``--set train.schedule.kind=cosine``: one value inside a typed section of the training config; the
+    whole section is checked with the rest of the config."""
+    path = key.split(".")[1:]
+    sections = {f.name for f in fields(TrainConfig) if f.name in ("schedule", "schedules")}
+    if path[0] not in sections:
+        raise ConfigError(f"--set {key}: only {', '.join(sorted(sections))} have fields inside them; "
+                          f"use --set train.<field>=<value> for the others")
+    node = train_data
+    for part in path[:-1]:
+        child = node.get(part)
+        node[part] = child = dict(child) if isinstance(child, dict) else {}
+        node = child
+    node[path[-1]] = value
 
 
 def build_method(recipe: MethodRecipe) -> "Method":

@@ -21,9 +21,7 @@ from torch import Tensor
 
 from bench.datasets.io import IMAGE_SUFFIXES, write_png
 from bench.evaluate import EvalJournal, Evaluation
-from bench.metrics import Batch, Metric
-from bench.metrics.base import PSNR_CAP
-from bench.metrics.functional import psnr
+from bench.metrics.pixel import PSNRL
 from bench.store import ResultPaths, short_hash, write_csv_atomic, write_json_atomic
 
 LIGHTNESS = "lightness_psnr"
@@ -35,19 +33,13 @@ LIGHTNESS = "lightness_psnr"
 LIGHTNESS_THRESHOLD_DB = 30.0
 
 
-class LightnessCheck(Metric):
-    """Per image, the PSNR of the output's CIELAB L against the input's (the ground truth's) L: a colouriser
-    must keep the lightness it was given. Run for outputs made elsewhere and for Python callables that
-    return RGB; not a leaderboard metric (not registered), its numbers go to the result's ``lightness``."""
+class LightnessCheck(PSNRL):
+    """The ``psnr_l`` metric, per image, as a check: a colouriser must keep the lightness it was given. Run
+    for outputs made elsewhere and for Python callables that return RGB; its numbers go to the result's
+    ``lightness`` (not to the aggregates, so it is there even when ``psnr_l`` is not among the metrics)."""
 
     name = LIGHTNESS
-    higher_is_better = True
-    unit = "dB"
-    convention = (f"PSNR of the output's CIELAB L against the input's L (D65, from uint8 sRGB), data range 100, "
-                  f"per image, capped at {PSNR_CAP:g} dB; flagged below {LIGHTNESS_THRESHOLD_DB:g} dB")
-
-    def score_batch(self, batch: Batch) -> Tensor:
-        return psnr(batch.lab("pred")[:, :1], batch.lab("target")[:, :1], data_range=100.0, cap=PSNR_CAP)
+    convention = f"{PSNRL.convention}; per image, flagged below {LIGHTNESS_THRESHOLD_DB:g} dB"
 
 
 def lightness_section(result: Evaluation, limit: int = 100) -> dict[str, Any]:

@@ -4,7 +4,8 @@ The trainer owns device, precision, seeding, logging, checkpoints and resume (th
 :mod:`bench.checkpoint`'s); a method only turns a batch
 into optimiser updates (see :mod:`bench.methods.base`). Resume is bit-identical on CPU because the data
 stream is a pure function of (seed, sample number) and checkpoints hold weights, optimisers, the AMP
-scaler, the step and every RNG state.
+scaler, the step and every RNG state (and the weight EMA when there is one; the learning rate is a
+function of the step, :mod:`bench.schedules`).
 """
 
 from __future__ import annotations
@@ -24,20 +25,23 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from bench import distributed
+from bench.averaging import WeightEMA
 from bench.checkpoint import (
     CHECKPOINT, LOSSES, TRAIN_JSON, CheckpointError, checkpoint_sha256, is_trained, load_checkpoint, rng_state,
     run_identity, save_checkpoint, set_rng_state,
 )
 from bench.color import rgb_to_lab
-from bench.config import MethodRecipe
+from bench.config import MethodRecipe, to_plain
 from bench.datasets.base import ImageSet
 from bench.datasets.pixels import loader_options, pixel_source
-from bench.datasets.views import train_crops, train_scale
+from bench.datasets.views import PixelSubset, train_crops, train_scale
 from bench.device import pick_device
 from bench.methods import METHODS, Method
 from bench.progress import Progress, progress_mode
 from bench.recipes import build_method
+from bench.schedules import apply_schedules, check_optimizer_names, remember_base_lr, schedule_for
 from bench.store import atomic_path, environment, now, short_hash, train_dir, write_json_atomic
+from bench.validation import VALIDATION, Validator, hold_out
 
 
 class TrainingDiverged(RuntimeError):
@@ -182,9 +186,11 @@ def train(
     if all(distributed.gather_objects(resume and is_trained(run_dir), d)):
         return TrainOutcome(run_dir, "skipped", recipe.train.steps)
     cfg = recipe.train
-    if cfg.batch_size % d.world:
+    if cfg.batch_size % (d.world * cfg.accumulate):
+        unit = d.world * cfg.accumulate
         raise ValueError(f"{recipe.name}: train.batch_size {cfg.batch_size} is the global batch and must divide "
-                         f"among the {d.world} processes; use --set train.batch_size={cfg.batch_size // d.world * d.world or d.world}")
+                         f"among the {d.world} processes x {cfg.accumulate} micro-batches (train.accumulate); "
+                         f"use --set train.batch_size={cfg.batch_size // unit * unit or unit}")
     local_batch = cfg.batch_size // d.world
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -199,11 +205,24 @@ def train(
         # weights itself: converting them there changed nothing measurable (unet 456-492 ms a step either way).
         method = method.to(memory_format=torch.channels_last)
     optimizers = method.configure_optimizers()
+    check_optimizer_names(cfg, optimizers, recipe.source or recipe.name)
+    remember_base_lr(optimizers)
+    if d.is_main:
+        for name in optimizers:
+            if far := schedule_for(cfg, name).beyond(cfg.steps):
+                print(f"train {recipe.name}: the {name} schedule's {', '.join(far)} lie beyond train.steps {cfg.steps}: "
+                      "never reached in this run", file=sys.stderr)
     autocast, scaler = autocast_for(device, cfg.amp)
     start = 0
     pixels = pixel_source(data, train_scale(data, cfg.image_size), cache=pixel_cache and cfg.pixel_cache,
                           device=device, progress=progress)
-    crops = train_crops(data, cfg.image_size, seed, pixels)  # at the card's one scale, as evaluation predicts
+    train_data, train_pixels, validator = data, pixels, None
+    if cfg.val_every:  # the held-out slice never reaches training; only the main process scores it
+        train_data, held = hold_out(data, cfg.val_images)
+        train_pixels = PixelSubset(pixels, train_data.indices)
+        if d.is_main:
+            validator = Validator(held, cfg.image_size, data.card.short_side, device, local_batch)
+    crops = train_crops(train_data, cfg.image_size, seed, train_pixels)  # at the card's one scale, as evaluation predicts
     # A run is resumed only from a checkpoint every process can see (the results folder is shared).
     have_ckpt = resume and all(distributed.gather_objects(ckpt_path.exists(), d))
     if have_ckpt:
@@ -213,13 +232,16 @@ def train(
         method.load_state_dict(ckpt["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
+        ema = WeightEMA(method, cfg.ema_decay) if cfg.ema_decay else None
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         if scaler is not None and ckpt["scaler"] is not None:
             scaler.load_state_dict(ckpt["scaler"])
         rng = ckpt["rng"]
         set_rng_state(rng[d.rank % len(rng)] if isinstance(rng, list) else rng)
         start = int(ckpt["step"])
     else:
-        method.prepare_split(data)
+        method.prepare_split(train_data)
         # A separate stream of crops (negative sample numbers) so preparation never shifts training data.
         n = cfg.prepare_images
         with torch.no_grad():
@@ -232,6 +254,7 @@ def train(
         distributed.broadcast_state(method, d)  # one starting point, whatever preparation did on each process
         if d.enabled:  # same weights everywhere, but each process its own noise (GAN interpolates, dropout)
             torch.manual_seed(seed * 1_000_003 + d.rank)
+        ema = WeightEMA(method, cfg.ema_decay) if cfg.ema_decay else None  # starts from the prepared weights
 
     flops = _flops_per_image(method, recipe, device, autocast)
     meta = {
@@ -249,13 +272,17 @@ def train(
         "started": now(),
         "resumed_from_step": start,
         "method_info": method.extra_info(),
-        "pixels": pixels.describe(),
+        "pixels": train_pixels.describe(),
+        "schedules": {name: to_plain(schedule_for(cfg, name)) for name in optimizers},
+        **({"ema": {"decay": cfg.ema_decay, "scored": cfg.ema_eval}} if ema is not None else {}),
+        **({"validation": {"every": cfg.val_every, **validator.describe(), "log": VALIDATION}} if validator is not None else {}),
     }
     if d.is_main:
         write_json_atomic(run_dir / TRAIN_JSON, meta)
     # What the checkpoint file carries about itself: enough to evaluate it alone (bench run --checkpoint).
     file_meta = {"recipe": meta["recipe"], "identity": identity, "identity_hash": ident_hash, "weights": "trained"}
     log = LossLog(run_dir / LOSSES, start) if d.is_main else None
+    val_log = LossLog(run_dir / VALIDATION, start) if validator is not None else None
     if cfg.compile:
         for net in method.children():  # in place: the state_dict keys stay those of the eager modules
             net.compile()
@@ -284,29 +311,22 @@ def train(
     step = start
     try:
         for step, rgb in enumerate(loader, start):
+            apply_schedules(optimizers, cfg, step)
             rgb = rgb.to(device, non_blocking=True)
             with torch.no_grad():
                 lab = rgb_to_lab(rgb)
             L, ab = lab[:, :1], lab[:, 1:]
             if cfg.channels_last:
                 L = L.contiguous(memory_format=torch.channels_last)
-            for upd in autocast_updates(method.training_step(L, ab, step), autocast):
-                opt = optimizers[upd.optimizer]
-                params = [p for g in opt.param_groups for p in g["params"]]
-                opt.zero_grad(set_to_none=True)
-                (scaler.scale(upd.loss) if scaler else upd.loss).backward()
-                distributed.average_gradients(params, d)
-                if cfg.grad_clip:
-                    if scaler:
-                        scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(opt) if scaler else opt.step()
-                bad |= ~torch.isfinite(upd.loss.detach())
-                for k, v in {f"loss_{upd.optimizer}": upd.loss.detach(), **upd.logs}.items():
-                    sums[k] = sums.get(k, 0) + v.detach().float()
+            for name, loss, logs in take_step(method, optimizers, L, ab, step, cfg, autocast, scaler, d):
+                bad |= ~torch.isfinite(loss)
+                for k, v in {f"loss_{name}": loss, **logs}.items():
+                    sums[k] = sums.get(k, 0) + v
                     counts[k] = counts.get(k, 0) + 1
             if scaler:
                 scaler.update()
+            if ema is not None:
+                ema.update(method)
             n_window += 1
             bar.advance()
             done = step + 1
@@ -330,10 +350,15 @@ def train(
                     log.write(row)
                 bar.report({k: v for k, v in row.items() if k.startswith("loss")} | {"img/s": round(ips, 1)})
                 sums, counts, t_window, n_window = {}, {}, time.perf_counter(), 0
+            if validator is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+                with ema.swapped_into(method) if ema is not None and cfg.ema_eval else contextlib.nullcontext():
+                    val_log.write({"step": done, **{k: round(v, 6) for k, v in validator(method).items()}})
             if at_ckpt:
                 rngs = distributed.gather_objects(rng_state(), d)
                 if d.is_main:
-                    save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0],
+                    extras = {"ema": ema.state_dict() if ema is not None else None,
+                              "lr": {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}}
+                    save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0], extras,
                                     meta=file_meta)
                 last_good = done
     except BaseException as exc:
@@ -394,6 +419,58 @@ def _throughput(ips: float | None, flops: float | None, device: torch.device, am
         achieved = ips * flops
         out.update(achieved_flops_per_s=achieved, matmul_flops_per_s=peak, fraction_of_matmul=round(achieved / (peak * world), 4))
     return out
+
+
+def take_step(method: Method, optimizers: dict[str, torch.optim.Optimizer], L: Tensor, ab: Tensor, step: int, cfg: Any,
+              autocast: Any, scaler: Any, d: distributed.Dist) -> Iterator[tuple[str, Tensor, dict[str, Tensor]]]:
+    """One training step: each update the method yields is a backward and an optimiser step; yields
+    (optimiser, loss, logs) of each once it is stepped (the loss and logs as floats, detached).
+
+    With ``train.accumulate`` = n the batch is cut into n micro-batches: each backward adds 1/n of its loss's
+    gradient and the optimiser steps once all n have, so n micro-batches equal one batch n times as large
+    (networks without batch statistics: to float rounding). With n = 1 this is the plain step, bit for bit.
+    """
+    n = cfg.accumulate
+    streams = [method.training_step(L, ab, step)] if n == 1 else \
+        [method.training_step(l_, a_, step) for l_, a_ in zip(L.chunk(n), ab.chunk(n))]
+    for i, upd in micro_updates([autocast_updates(s, autocast) for s in streams]):
+        if i == 0:
+            name, opt = upd.optimizer, optimizers[upd.optimizer]
+            params = [p for g in opt.param_groups for p in g["params"]]
+            opt.zero_grad(set_to_none=True)
+            loss_sum, logs_sum = None, {}
+        elif upd.optimizer != name:
+            raise RuntimeError(f"micro-batch {i} yielded an update of {upd.optimizer!r} where micro-batch 0 yielded one of "
+                               f"{name!r}; train.accumulate needs every micro-batch to yield the same sequence of updates")
+        loss = upd.loss if n == 1 else upd.loss / n
+        (scaler.scale(loss) if scaler else loss).backward()
+        loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+        for k, v in upd.logs.items():
+            v = v.detach().float() if n == 1 else v.detach().float() / n
+            logs_sum[k] = v if k not in logs_sum else logs_sum[k] + v
+        if i < n - 1:
+            continue
+        distributed.average_gradients(params, d)
+        if cfg.grad_clip:
+            if scaler:
+                scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        scaler.step(opt) if scaler else opt.step()
+        yield name, loss_sum, logs_sum
+
+
+def micro_updates(streams: list[Iterator]) -> Iterator[tuple[int, Any]]:
+    """(i, update) of micro-batch i = 0..n-1, update by update: update k of every micro-batch before
+    update k + 1 of any (a GAN's generator step sees the discriminator stepped on all micro-batches), and
+    each micro-batch's update is handed out as soon as it is built, so its backward can free its graph."""
+    while True:
+        for i, stream in enumerate(streams):
+            upd = next(stream, None)
+            if upd is None:
+                if i == 0:
+                    return
+                raise RuntimeError(f"micro-batch {i} yielded fewer updates than micro-batch 0")
+            yield i, upd
 
 
 def autocast_updates(steps: Iterator, autocast: Any) -> Iterator:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = "kmeans32,zhang-small,zhang,unet,cgan,wgan_gp"
+METHODS = "kmeans32,zhang-small,zhang,unet,cgan,wgan_gp,autoencoder-ab,autoencoder-rgb,grid361-centroid,grid361-topk,zhang-vgg19"
 
 
 def busy_jiffies() -> tuple[int, int]:

@@ -129,7 +129,7 @@ def test_out_of_range_yaml_value_names_the_file(tmp_path, monkeypatch):
         load_recipe("bad")
 
 
-DECODINGS = {"annealed": "annealed", "argmax": "arg-max", "topk": "top-k"}
+DECODINGS = {"annealed": "annealed", "argmax": "arg-max", "topk": "top-k", "centroid": "centroid"}
 
 
 def test_recipe_descriptions_name_the_decoding_their_params_use():

@@ -36,7 +36,7 @@ def data():
     return DATASETS.get("samples")("train")
 
 
-@pytest.mark.parametrize("name", ["kmeans32", "zhang-small", "unet", "cgan", "wgan_gp"])
+@pytest.mark.parametrize("name", ["kmeans32", "zhang-small", "unet", "cgan", "wgan_gp", "autoencoder-rgb", "grid361-topk", "zhang-vgg19"])
 def test_gpu_recipe_trains_under_autocast(data, tmp_path, name):
     recipe = load_recipe(name, "gpu", {**SMALL, **({"params.n_critic": "2"} if name == "wgan_gp" else {})})
     assert recipe.train.amp and recipe.train.channels_last

@@ -1,4 +1,4 @@
-"""unet, cgan and wgan_gp: each learns (overfits 4 tiny images through the shared loop), the WGAN-GP
+"""unet, cgan, wgan_gp and the autoencoders: each learns (overfits 4 tiny images through the shared loop), the WGAN-GP
 penalty against its closed form, bit-identical GAN resume, full-resolution colourisation, and the
 pretrained-weights switch that never downloads."""
 
@@ -34,8 +34,9 @@ from bench.recipes import build_method, load_recipe
 from bench.train import train
 
 # Narrow networks: the architecture of each recipe, a fraction of its width (the tests' time budget).
-NARROW = {"params.width": "8", "params.decoder_width": "8", "train.image_size": "48", "train.batch_size": "4",
+NARROW = {"params.width": "8", "train.image_size": "48", "train.batch_size": "4",
           "train.prepare_images": "0", "train.log_every": "10", "train.ckpt_every": "1000"}
+GENERATOR = {"params.decoder_width": "8"}  # the ResNet-UNet's decoder (unet, cgan, wgan_gp)
 
 
 class TinySet(ImageSet):
@@ -77,9 +78,11 @@ def psnr_with_ab(rgb: torch.Tensor, ab: torch.Tensor) -> float:
 # statistics come from 4 values per channel and eval mode (running statistics) lags far behind.
 # wgan_gp runs 2 critic steps per generator step here (5 in its recipe) to fit the time budget.
 LEARNERS = [
-    ("unet", {"train.lr": "3e-3", "params.phase2_from_step": "30"}, 40),
-    ("cgan", {"train.lr": "2e-3", "params.disc_width": "8"}, 60),
-    ("wgan_gp", {"train.lr": "2e-3", "params.critic_width": "8", "params.n_critic": "2", "train.log_every": "1"}, 80),
+    ("unet", {**GENERATOR, "train.lr": "3e-3", "params.phase2_from_step": "30"}, 40),
+    ("cgan", {**GENERATOR, "train.lr": "2e-3", "params.disc_width": "8"}, 60),
+    ("wgan_gp", {**GENERATOR, "train.lr": "2e-3", "params.critic_width": "8", "params.n_critic": "2", "train.log_every": "1"}, 80),
+    ("autoencoder-ab", {"train.lr": "3e-3", "train.batch_size": "8"}, 40),
+    ("autoencoder-rgb", {"train.lr": "3e-3", "train.batch_size": "8"}, 40),
 ]
 
 
@@ -101,6 +104,8 @@ def test_overfits_four_images_beyond_gray(name, overrides, steps, tiny, tmp_path
         "unet": {"loss_main", "l1", "mse", "ssim_loss"},
         "cgan": {"loss_disc", "loss_gen", "d_real", "d_fake", "g_adv", "g_l1"},
         "wgan_gp": {"loss_critic", "loss_gen", "w_dist", "gp", "g_adv", "g_l1"},
+        "autoencoder-ab": {"loss_main", "mse"},
+        "autoencoder-rgb": {"loss_main", "mse"},
     }[name]
     assert {"step", "images_per_s"} | expected <= cols
     assert int(rows[-1]["step"]) == steps
@@ -145,7 +150,7 @@ def weights_and_optimizers(run_dir: Path) -> dict[str, torch.Tensor]:
                                         ("wgan_gp", {"params.critic_width": "8", "params.n_critic": "3"})])
 def test_gan_resume_is_bit_identical(name, extra, tiny, tmp_path, monkeypatch):
     """N steps straight == N/2 steps, interrupted, resumed to N: both networks and both optimisers."""
-    recipe = load_recipe(name, "cpu", {**NARROW, **extra, "train.steps": "8", "train.ckpt_every": "4", "train.log_every": "2"})
+    recipe = load_recipe(name, "cpu", {**NARROW, **GENERATOR, **extra, "train.steps": "8", "train.ckpt_every": "4", "train.log_every": "2"})
     straight = train(recipe, tiny, results=tmp_path / "straight", seed=1, progress=False)
 
     real_save = train_mod.save_checkpoint

@@ -19,16 +19,30 @@ def tiny_data():
     return DATASETS.get("samples")("train")
 
 
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """``trained(name)`` -> (recipe, outcome): each method trains once for all the contracts below."""
+    done: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in done:
+            recipe = load_recipe(name, "cpu", TINY)
+            results = tmp_path_factory.mktemp(f"contract-{name}")
+            done[name] = recipe, train(recipe, tiny_data, results=results, seed=0, device=torch.device(DEVICE), progress=False)
+        return done[name]
+
+    return get
+
+
 def L_batch(n=2, size=32, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, size, size, generator=g) * 100
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_trains_predicts_and_round_trips(name, tiny_data, tmp_path):
-    recipe = load_recipe(name, "cpu", TINY)
+def test_trains_predicts_and_round_trips(name, trained):
+    recipe, out = trained(name)
     device = torch.device(DEVICE)
-    out = train(recipe, tiny_data, results=tmp_path, seed=0, device=device, progress=False)
     assert out.status in ("done", "untrained")
     method = load_trained(recipe, out.run_dir, device)
     L = L_batch().to(device)
@@ -50,10 +64,13 @@ def test_trains_predicts_and_round_trips(name, tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_predict_handles_odd_sizes(name, tiny_data, tmp_path):
-    recipe = load_recipe(name, "cpu", TINY)
-    out = train(recipe, tiny_data, results=tmp_path, seed=0, device=torch.device(DEVICE), progress=False)
+def test_predict_handles_odd_sizes(name, trained):
+    recipe, out = trained(name)
     method = load_trained(recipe, out.run_dir, torch.device(DEVICE))
     with torch.no_grad():
-        ab = method.predict_ab(torch.rand(1, 1, 40, 56, device=DEVICE) * 100)
-    assert ab.shape == (1, 2, 40, 56)
+        L = torch.rand(1, 1, 40, 56, device=DEVICE) * 100
+        ab, lab = method.predict_ab(L), method.predict_lab(L)
+    assert ab.shape == (1, 2, 40, 56) and lab.shape == (1, 3, 40, 56)
+    assert torch.allclose(lab[:, 1:], ab)  # predict_lab carries predict_ab's colours ...
+    if not method.predicts_lightness:  # ... and, unless the method predicts its own lightness, the input's L
+        assert torch.equal(lab[:, :1], L)

@@ -94,8 +94,13 @@ def test_ab_variants_match_skimage_rgb2lab(batch: Batch) -> None:
     np.testing.assert_allclose(scores("ssim_ab", batch), [sk_ssim(t, p, 255, -1) for t, p in abs_], atol=TOL, rtol=0)
 
 
+def test_lightness_check_matches_skimage_rgb2lab(batch: Batch) -> None:
+    ls = [(color.rgb2lab(t)[..., 0], color.rgb2lab(p)[..., 0]) for t, p in PAIRS]
+    np.testing.assert_allclose(scores("psnr_l", batch), [sk_psnr(t, p, 100) for t, p in ls], atol=TOL, rtol=0)
+
+
 def test_identical_images_are_capped_never_inf(batch: Batch) -> None:
-    for name in ("psnr", "psnr_y", "psnr_ab"):
+    for name in ("psnr", "psnr_y", "psnr_ab", "psnr_l"):
         assert scores(name, batch)[-1] == 100.0
     assert np.all(np.isfinite(scores("psnr_ab", batch)))
 

@@ -205,3 +205,20 @@ def test_report_from_a_real_run(folder_dataset, results, tmp_path):
     grid = next(f for f in rep.sections[0].figures if f.kind == "grid")
     assert grid.columns == ["grayscale input", "gray", "ground truth"]
     assert len(grid.rows) == min(4, len(res["samples"])) and (tmp_path / "out" / grid.path).exists()
+
+
+def test_validation_curves_are_drawn_under_the_loss_curves(store, tmp_path, monkeypatch):
+    """A run's validation.csv (held-out training images) gets a row of PSNR / SSIM panels in the losses
+    figure, and the caption says what they are; runs without one are drawn as before."""
+    run_dir = Path(json.loads(next(store.glob("eval/toy/test/kmeans32-s0-*[0-9a-f].json")).read_text())["train"]["run_dir"])
+    (run_dir / "validation.csv").write_text("step,val_psnr,val_ssim\n10,18.5,0.81\n20,19.25,0.84\n40,19.75,0.86\n")
+    drawn = {}
+    real = plots.loss_curves
+    monkeypatch.setattr(plots, "loss_curves", lambda runs, path, validation=None: drawn.update(
+        titles=real(runs, path, validation), validation=validation) or drawn["titles"])
+    rep = write_report(store, tmp_path / "out", formats=["md"])
+    losses = next(f for f in rep.sections[0].figures if f.kind == "losses")
+    assert drawn["titles"] == ["kmeans32", "validation PSNR (dB)", "validation SSIM"]
+    assert list(drawn["validation"]["kmeans32"]["val_psnr"]) == [18.5, 19.25, 19.75]
+    assert "held out" in losses.caption and "not the test split" in losses.caption
+    assert (tmp_path / "out" / losses.path).stat().st_size > 1000

@@ -13,7 +13,7 @@ from torch import nn
 from bench.config import ConfigError, DatasetCard
 from bench.datasets import DATASETS
 from bench.datasets.views import EvalView, train_crops
-from bench.evaluate import evaluate, feather, predict_ab_tiled
+from bench.evaluate import evaluate, feather, predict_ab_tiled, predict_lab_tiled
 from bench.methods.base import Method
 from bench.metrics import build_metrics
 from bench.recipes import load_recipe
@@ -134,6 +134,33 @@ def test_overlapping_tiles_reproduce_the_whole_image_prediction(size):
             # ... and so does a network that sees beyond the overlap's margin
             far = Conv(reach=4)
             assert not torch.allclose(predict_ab_tiled(far, L, tile=16, overlap=8), far.predict_ab(L).float(), atol=1e-4)
+
+
+class OwnLightness(Conv):
+    """A stand-in that outputs all of Lab, its own lightness included (as ``autoencoder-rgb``)."""
+
+    predicts_lightness = True
+
+    def __init__(self, reach: int):
+        super().__init__(reach)
+        self.lightness = nn.Conv2d(1, 1, 5, padding=2).double()
+
+    def predict_lab(self, L):
+        return torch.cat([self.lightness(L.double()), self.predict_ab(L)], 1)
+
+
+def test_a_method_with_its_own_lightness_is_tiled_on_all_three_channels():
+    """Its L is blended from the tiles like its ab (not replaced by the input's), and the tiles reproduce the
+    whole-image output; a method that keeps the input's L gets exactly that L back."""
+    L = torch.rand(1, 1, 45, 70, dtype=torch.float64) * 100
+    own, keep = OwnLightness(reach=2), Conv(reach=2)
+    with torch.no_grad():
+        whole = own.predict_lab(L)
+        tiled = predict_lab_tiled(own, L, tile=16, overlap=8)
+        assert tiled.shape == (1, 3, 45, 70) and torch.allclose(tiled, whole.float(), atol=1e-4, rtol=0)
+        assert not torch.allclose(tiled[:, :1], L.float(), atol=1)
+        kept = predict_lab_tiled(keep, L, tile=16, overlap=8)
+        assert torch.equal(kept[:, :1], L) and torch.equal(kept[:, 1:], predict_ab_tiled(keep, L, tile=16, overlap=8).to(L.dtype))
 
 
 def test_feathered_weights_cover_every_pixel_and_cross_fade():

@@ -89,6 +89,24 @@ class DecodedPixels(PixelSource):
         return {"source": "decode", "scale": self.scale}
 
 
+class PixelSubset(PixelSource):
+    """Some images of a source, by index (the training part of a split whose validation slice is held out):
+    the split's cache is built and keyed once, whatever part of it a run trains on."""
+
+    def __init__(self, source: PixelSource, indices: list[int]):
+        self.source, self.indices = source, list(indices)
+        self.scale, self.device = source.scale, source.device
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image(self, i: int) -> Tensor:
+        return self.source.image(self.indices[i])
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.source.describe(), "images": len(self.indices)}
+
+
 class TrainCrops(Dataset):
     """Sample ``k`` -> a random ``size`` x ``size`` crop (and horizontal flip) of a random image."""
 

@@ -47,6 +47,14 @@ class Method(nn.Module):
     #: Consecutive training steps that repeat as a pattern (a WGAN-GP steps its generator every n-th
     #: step); FLOPs per image are averaged over them.
     step_cycle: int = 1
+    #: True for a method whose output carries its own lightness (an autoencoder that outputs RGB): its
+    #: colourised images keep the L it predicts instead of the input's (``predict_lab``), and the
+    #: ``psnr_l`` metric reports how far that drifts.
+    predicts_lightness: bool = False
+    #: The names of the optimisers ``configure_optimizers`` returns: ``train.schedules`` may name only
+    #: these, checked when the recipe is read. Declare it in the class that defines configure_optimizers;
+    #: where it is not, the trainer alone checks, against the optimisers it gets.
+    optimizer_names: ClassVar[tuple[str, ...]] = ("main",)
 
     def __init__(self, params: Any, train: TrainConfig):
         super().__init__()
@@ -71,6 +79,11 @@ class Method(nn.Module):
     def predict_ab(self, L: Tensor) -> Tensor:
         """(B,1,H,W) L in [0,100] -> (B,2,H,W) ab. Called under ``torch.no_grad`` in eval mode."""
         raise TypeError(f"{type(self).__name__} defines no predict_ab")
+
+    def predict_lab(self, L: Tensor) -> Tensor:
+        """(B,1,H,W) L -> (B,3,H,W) Lab of the colourised image: the input's L beside ``predict_ab``, unless
+        the method predicts its own lightness (then it overrides this)."""
+        return torch.cat([L, self.predict_ab(L).to(L.dtype)], 1)
 
     def extra_info(self) -> dict[str, Any]:
         """Facts about this instance worth recording in result files (e.g. pretrained weights used)."""

@@ -35,6 +35,7 @@ class CGANParams(GeneratorParams):
 @METHODS.register("cgan", "pix2pix conditional GAN: ResNet34-UNet generator, 70x70 PatchGAN, BCE + 100 L1")
 class CGAN(GeneratorMethod):
     Params = CGANParams
+    optimizer_names = ("disc", "gen")
 
     def __init__(self, params: CGANParams, train):
         super().__init__(params, train)

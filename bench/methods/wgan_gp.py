@@ -53,6 +53,7 @@ def gradient_penalty(critic: Callable[[Tensor, Tensor], Tensor], L: Tensor, real
 @METHODS.register("wgan_gp", "Conditional WGAN-GP: ResNet34-UNet generator, InstanceNorm PatchGAN critic, GP 10, + L1")
 class WGANGP(GeneratorMethod):
     Params = WGANGPParams
+    optimizer_names = ("critic", "gen")
 
     def __init__(self, params: WGANGPParams, train):
         super().__init__(params, train)

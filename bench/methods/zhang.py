@@ -13,7 +13,17 @@ rebalancing weights w ∝ ((1 - λ) p~ + λ / Q)^-1 with λ = 1/2, p~ the traini
 distribution smoothed with a Gaussian of sigma 5, normalised so that E_p~[w] = 1, each pixel weighted by
 the weight of its nearest bin; the ground truth subsampled to the logits' grid; annealed-mean
 decoding with T = 0.38; Adam with lr 3e-5, betas (0.9, 0.99), weight decay 1e-3, batch 40 of 176-px
-crops (the ``gpu`` recipe).
+crops, the learning rate dropped to 1e-5 and 3e-6 at 200k and 375k of 450k iterations (the ``gpu``
+recipe, through the shared loop's ``train.schedule``).
+
+Two variants the benchmark was designed from run through this adapter too:
+- ``zhang-vgg19``: blocks 1-5 are torchvision's VGG19, started from its ImageNet weights when the torch
+  hub cache holds them (``trunk: vgg19``, ``pretrained: true``; :mod:`bench.methods._vgg`), as a
+  re-implementation that trained faster this way did.
+- ``grid361-centroid`` / ``grid361-topk``: a plain ab grid instead of the in-gamut bins (``bins: grid``,
+  cells of 12 over [-110, 118]: Q = 19 x 19 = 361), decoded by the centre of the arg-max bin
+  (``decode: centroid``) or by the softmax over the top-k bins (``decode: topk``), the classifier of the
+  STL-10 study that compared reconstruction, classification and WGAN-GP.
 
 Where it departs from the paper:
 - The bins. Zhang released a table of 313 in-gamut bins (``pts_in_hull.npy``) without the rule that
@@ -28,8 +38,7 @@ Where it departs from the paper:
   hash and the bin table (:func:`split_ab_counts`), then smoothed by a Gaussian over the bin centres
   (mass re-normalised over the table). It is stored in a buffer, so checkpoints carry it and resume or
   evaluation never recompute it.
-- The learning rate is constant (the paper steps it down to 1e-5 and 3e-6 at 200k and 375k iterations;
-  the shared loop has no schedule), and the paper's filter of grayscale training images is not applied.
+- The paper's filter of grayscale training images is not applied.
 - The ``cpu`` recipes (small crops, few steps, a larger learning rate) and ``zhang-small`` (a width
   multiplier of 1/4 on every layer) are ours, so that the method trains on a laptop CPU in minutes.
 - Options the paper does not have: one-hot targets (``targets: onehot``, the simplification some
@@ -48,6 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,26 +68,35 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.color import rgb_to_lab
+from bench.methods._nets import PretrainedWeightsMissing
+from bench.methods._vgg import load_vgg19_imagenet, vgg19_features, vgg19_file
 from bench.methods.base import METHODS, Method, Update
-from bench.quantize import GAMUT_RULES, cache_root, gamut_bins, load_bin_table, nearest_bin, soft_encode
+from bench.quantize import GAMUT_RULES, cache_root, gamut_bins, grid_bins, load_bin_table, nearest_bin, soft_encode
 from bench.store import atomic_path
 
 TARGETS = ("soft", "onehot")
-DECODERS = ("annealed", "topk")
+DECODERS = ("annealed", "topk", "centroid")
+BIN_KINDS = ("gamut", "grid")
+TRUNKS = ("eccv16", "vgg19")
 
 
 @dataclass(frozen=True)
 class ZhangParams:
     width: float = 1.0  # channel multiplier of every layer: 1.0 is the paper's network (64..512 channels)
+    trunk: str = "eccv16"  # "eccv16" (the paper's blocks 1-5) or "vgg19" (torchvision's VGG19, bench.methods._vgg)
+    pretrained: bool = False  # vgg19 trunk: start from torchvision's ImageNet vgg19 weights in the torch hub cache
+    bins: str = "gamut"  # "gamut": in-gamut grid points (gamut_rule); "grid": every cell of a plain grid
     gamut_rule: str = "soft5"  # how the in-gamut bins are computed (bench.quantize.gamut_bins)
-    bins_file: str | None = None  # a (Q, 2) .npy table of ab bin centres; overrides gamut_rule
+    bin_size: float = 12.0  # bins: grid -- cell size in ab units
+    grid_range: tuple[float, float] = (-110.0, 118.0)  # bins: grid -- [lo, hi] on both a and b (12 -> Q = 361)
+    bins_file: str | None = None  # a (Q, 2) .npy table of ab bin centres; overrides bins and gamut_rule
     targets: str = "soft"  # "soft" (5 nearest bins, Gaussian weights) or "onehot" (the nearest bin)
     soft_neighbours: int = 5
     soft_sigma: float = 5.0
     rebalance: bool = True  # class rebalancing by the inverse smoothed prior
     prior_sigma: float = 5.0
     prior_lambda: float = 0.5  # weight of the uniform distribution mixed into the prior
-    decode: str = "annealed"  # "annealed" (annealed mean) or "topk"
+    decode: str = "annealed"  # "annealed" (annealed mean), "topk" (softmax over the top_k bins) or "centroid" (arg-max bin)
     temperature: float = 0.38  # T = 1: the mean; T -> 0: the mode
     top_k: int = 5
     prior_images: int | None = None  # images of the split the prior is counted on: None = all, else evenly spaced
@@ -95,6 +114,15 @@ class ZhangParams:
             raise ValueError(f"targets must be one of {', '.join(TARGETS)}, got {self.targets!r}")
         if self.decode not in DECODERS:
             raise ValueError(f"decode must be one of {', '.join(DECODERS)}, got {self.decode!r}")
+        if self.bins not in BIN_KINDS:
+            raise ValueError(f"bins must be one of {', '.join(BIN_KINDS)}, got {self.bins!r}")
+        if self.bins == "grid":
+            grid_bins(self.bin_size, *self.grid_range)  # a range that is not whole cells fails here, at recipe load
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"trunk must be one of {', '.join(TRUNKS)}, got {self.trunk!r}")
+        if self.pretrained and (self.trunk != "vgg19" or self.width != 1.0):
+            raise ValueError(f"pretrained: true needs trunk: vgg19 at width 1.0 (torchvision's VGG19); got trunk "
+                             f"{self.trunk}, width {self.width}")
         if (self.prior_images is not None and self.prior_images < 1) or self.prior_pixels_per_image < 1:
             raise ValueError(f"prior_images and prior_pixels_per_image must be >= 1, got {self.prior_images}, {self.prior_pixels_per_image}")
         if self.soft_neighbours < 1 or self.top_k < 1:
@@ -109,10 +137,21 @@ class ZhangParams:
         if self.bins_file is not None:
             load_bin_table(self.bins_file)  # fail at recipe load, naming the file, not at step 0
 
-    def bins(self) -> Tensor:
+    def bin_table(self) -> Tensor:
         if self.n_bins is not None:  # filled in by load_state_dict from the weights that carry the table
             return torch.zeros(self.n_bins, 2)
-        return load_bin_table(self.bins_file) if self.bins_file is not None else gamut_bins(self.gamut_rule)
+        if self.bins_file is not None:
+            return load_bin_table(self.bins_file)
+        return grid_bins(self.bin_size, *self.grid_range) if self.bins == "grid" else gamut_bins(self.gamut_rule)
+
+    def bins_label(self) -> str:
+        if self.n_bins is not None:
+            return f"from the weights ({self.n_bins} bins)"
+        if self.bins_file is not None:
+            return self.bins_file
+        if self.bins == "grid":
+            return f"grid:{self.bin_size:g} over [{self.grid_range[0]:g}, {self.grid_range[1]:g}]"
+        return f"gamut:{self.gamut_rule}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,6 +240,11 @@ def decode_annealed(logits: Tensor, bins: Tensor, temperature: float) -> Tensor:
     return torch.einsum("bqhw,qc->bchw", w, bins.to(w))
 
 
+def decode_centroid(logits: Tensor, bins: Tensor) -> Tensor:
+    """(B, Q, H, W) logits -> (B, 2, H, W) ab: the centre of each pixel's most likely bin (arg-max)."""
+    return bins.to(logits.device, torch.float32)[logits.argmax(1)].permute(0, 3, 1, 2)
+
+
 def decode_topk(logits: Tensor, bins: Tensor, k: int, temperature: float = 1.0) -> Tensor:
     """The annealed distribution restricted to the ``k`` most likely bins of each pixel and renormalised."""
     top, idx = logits.float().topk(min(k, logits.shape[1]), dim=1)
@@ -237,17 +281,39 @@ class ECCV16Net(nn.Module):
             *_block(c512, c512, 3, dilation=2),
             *_block(c512, c512, 3, dilation=2),
             *_block(c512, c512, 3),
-            nn.ConvTranspose2d(c512, c256, 4, stride=2, padding=1),  # back to 1/4
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c256, c256, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c256, c256, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c256, n_bins, 1),
+            *eccv16_tail(c512, c256, n_bins),  # back to 1/4, then the logits
         )
 
     def forward(self, L: Tensor) -> Tensor:
         return self.body((L - 50.0) / 100.0)
+
+
+def eccv16_tail(c512: int, c256: int, n_bins: int) -> list[nn.Module]:
+    """Block 8 (back to 1/4 resolution) and the 1x1 convolution to Q logits."""
+    return [
+        nn.ConvTranspose2d(c512, c256, 4, stride=2, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c256, c256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c256, c256, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c256, n_bins, 1),
+    ]
+
+
+class VGG19Net(nn.Module):
+    """ECCV16 on torchvision's VGG19 trunk (:mod:`bench.methods._vgg`): blocks 1-5 VGG19's, then ECCV16's
+    blocks 6-8; logits at 1/4 size. Input x = L / 100, the gray image VGG's folded conv1 expects."""
+
+    def __init__(self, n_bins: int, width: float = 1.0):
+        super().__init__()
+        c = lambda ch: max(4, round(ch * width))  # noqa: E731
+        self.features = vgg19_features(width)
+        self.head = nn.Sequential(*_block(c(512), c(512), 3, dilation=2), *_block(c(512), c(512), 3),
+                                  *eccv16_tail(c(512), c(256), n_bins))
+
+    def forward(self, L: Tensor) -> Tensor:
+        return self.head(self.features(L / 100.0))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,9 +389,11 @@ class Zhang(Method):
 
     def __init__(self, params: ZhangParams, train):
         super().__init__(params, train)
-        bins = params.bins()
-        self.net = ECCV16Net(len(bins), params.width)
+        bins = params.bin_table()
+        self.net = (VGG19Net if params.trunk == "vgg19" else ECCV16Net)(len(bins), params.width)
         self.register_buffer("bins", bins)
+        if params.trunk == "vgg19":  # in the state_dict: a checkpoint says how its trunk started
+            self.register_buffer("trunk_imagenet", torch.zeros((), dtype=torch.bool))
         # The smoothed empirical prior of the training crops (uniform until prepare() runs).
         self.register_buffer("prior", torch.full((len(bins),), 1.0 / len(bins)))
         self.register_buffer("prior_pixels", torch.zeros((), dtype=torch.long))
@@ -341,6 +409,23 @@ class Zhang(Method):
         self.prior.copy_(smooth_prior((counts / counts.sum()).float(), self.bins, p.prior_sigma))
         self.prior_pixels.fill_(int(counts.sum()))
         self._prior_source = {"prior_cache": str(path), "prior_from_cache": hit}
+
+    def prepare(self, lab_batches) -> None:
+        """Before step 0 of a fresh run: the ImageNet VGG19 trunk if asked for and present; never downloaded."""
+        if not self.params.pretrained:
+            return
+        path = vgg19_file()
+        if not path.is_file():
+            warnings.warn(
+                f"ImageNet VGG19 weights requested but {path} does not exist; training continues from random "
+                f"initialisation (recorded as trunk_init: random). To use them, put torchvision's {path.name} at that "
+                "path (set TORCH_HOME to move the cache); colorbench never downloads it.",
+                PretrainedWeightsMissing,
+                stacklevel=2,
+            )
+            return
+        load_vgg19_imagenet(self.net.features, path)
+        self.trunk_imagenet.fill_(True)
 
     def class_weights(self) -> Tensor:
         if not self.params.rebalance:
@@ -366,6 +451,8 @@ class Zhang(Method):
         yield Update("main", loss, {"ce": ce.mean().detach()})
 
     def decode(self, logits: Tensor) -> Tensor:
+        if self.params.decode == "centroid":
+            return decode_centroid(logits, self.bins)
         if self.params.decode == "topk":
             return decode_topk(logits, self.bins, self.params.top_k, self.params.temperature)
         return decode_annealed(logits, self.bins, self.params.temperature)
@@ -376,9 +463,16 @@ class Zhang(Method):
 
     def extra_info(self) -> dict[str, Any]:
         bins = self.bins
+        p = self.params
+        trunk = {}
+        if p.trunk == "vgg19":
+            trunk = {"trunk_init": "imagenet" if bool(self.trunk_imagenet) else "random", "pretrained_requested": p.pretrained,
+                     **({"pretrained_file": str(vgg19_file())} if p.pretrained else {})}
         return {
+            "trunk": p.trunk,
+            **trunk,
             "n_bins": len(bins),
-            "bins": self.params.bins_file or f"gamut:{self.params.gamut_rule}",
+            "bins": p.bins_label(),
             "bins_sha256": bins_digest(bins),
             "prior_pixels": int(self.prior_pixels),
             **getattr(self, "_prior_source", {}),

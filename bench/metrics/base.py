@@ -28,9 +28,10 @@ PSNR_CAP = 100.0
 AB_DATA_RANGE = 255.0  # ab PSNR/SSIM peak: the scale of OpenCV's 8-bit Lab (a + 128, b + 128), unrounded
 
 # What `bench run` scores when --metrics is not given: the NTIRE pair, the weight-based scores (reported as
-# unavailable when their weights are absent) and the weight-free colour metrics.
+# unavailable when their weights are absent), the weight-free colour metrics and the lightness check.
 DEFAULT_METRICS = (
     "psnr", "ssim", "is", "fid", "lpips", "ciede2000", "auc", "auc_rebalanced", "colorfulness", "colorfulness_gt",
+    "psnr_l",
 )
 
 

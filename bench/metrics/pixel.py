@@ -80,6 +80,23 @@ class PSNRab(Metric):
         return psnr(batch.lab("pred")[:, 1:], batch.lab("target")[:, 1:], data_range=AB_DATA_RANGE, cap=PSNR_CAP)
 
 
+@METRICS.register("psnr_l", "PSNR in dB of the CIELAB L channel: how far the output's lightness drifts from the input's")
+class PSNRL(Metric):
+    """The lightness check. The input's L is the ground truth's, so a method that keeps it loses only what
+    uint8 rounding and gamut clipping take (37-61 dB in the CI baseline); a method that outputs RGB itself (the
+    ``autoencoder-rgb`` recipe) shows here how far its own L drifts."""
+
+    name = "psnr_l"
+    unit = "dB"
+    convention = ("L of CIELAB (D65, skimage constants) of the uint8 output vs of the ground truth (the input's L), "
+                  f"float32; data_range=100; no border crop; {_PSNR_NOTE}")
+
+    def score_batch(self, batch: Batch) -> Tensor:
+        from bench.metrics.functional import psnr
+
+        return psnr(batch.lab("pred")[:, :1], batch.lab("target")[:, :1], data_range=100.0, cap=PSNR_CAP)
+
+
 @METRICS.register("ssim_ab", "SSIM of the CIELAB a, b channels only")
 class SSIMab(Metric):
     name = "ssim_ab"

@@ -1,6 +1,7 @@
 """The pictures of a report, drawn from stored files only: comparison grids (from the sample PNGs each
 evaluation stored), per-image metric distributions (from the per-image CSVs) and training-loss curves
-(from each run's ``losses.csv``)."""
+(from each run's ``losses.csv``), with the validation curves beside them (``validation.csv``, when the
+run validated on a held-out slice of its training split)."""
 
 from __future__ import annotations
 
@@ -162,6 +163,7 @@ def losses_figure(group: Group, root: Path, out: Path, notes: list[str]) -> Figu
     import pandas as pd
 
     runs: dict[str, Any] = {}
+    validation: dict[str, Any] = {}
     ordered = leaderboard_order(group)
     for label, r in zip(_labels(ordered), ordered):
         if not r.data.get("train"):
@@ -176,8 +178,20 @@ def losses_figure(group: Group, root: Path, out: Path, notes: list[str]) -> Figu
             raise ReportError(f"{path}: cannot read the training losses ({exc})") from None
         if "step" in frame.columns and len(frame):
             runs[label] = frame
+        val_path = path.with_name("validation.csv")
+        if val_path.exists():
+            try:
+                val = pd.read_csv(val_path)
+            except (OSError, ValueError) as exc:
+                raise ReportError(f"{val_path}: cannot read the validation scores ({exc})") from None
+            if {"step", "val_psnr", "val_ssim"} <= set(val.columns) and len(val):
+                validation[label] = val
     if not runs:
         return None
     rel = Path(PLOTS_DIR) / f"losses-{group.slug}.png"
-    plots.loss_curves(runs, out / rel)
-    return Figure("losses", rel, "training losses per method (from each run's losses.csv)")
+    plots.loss_curves(runs, out / rel, validation)
+    caption = "training losses per method (from each run's losses.csv)"
+    if validation:
+        caption += ("; below, PSNR and SSIM on the slice of the training split each run held out (validation.csv), "
+                    "not the test split: the scored model is each run's last checkpoint")
+    return Figure("losses", rel, caption)

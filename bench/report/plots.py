@@ -77,33 +77,52 @@ def comparison_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], columns: S
         save_figure(fig, path)
 
 
-def loss_curves(runs: dict[str, "object"], path: Path) -> None:
-    """Small multiples: one panel per method, one line per ``loss_*`` column of its ``losses.csv``.
+def loss_curves(runs: dict[str, "object"], path: Path, validation: dict[str, "object"] | None = None) -> list[str]:
+    """Small multiples: one panel per method, one line per ``loss_*`` column of its ``losses.csv``; then,
+    when some runs validated, one more row with two panels, validation PSNR and SSIM, a line per method.
 
-    ``runs`` maps a label to a pandas DataFrame with a ``step`` column. Losses of different methods live
-    on different scales (cross-entropy, L1, adversarial), so they do not share an axis.
+    ``runs`` and ``validation`` map a label to a pandas DataFrame with a ``step`` column (validation:
+    ``val_psnr`` and ``val_ssim``). Losses of different methods live on different scales (cross-entropy, L1,
+    adversarial), so they do not share an axis; validation scores do, so they share one. Returns the panel
+    titles, in drawing order.
     """
     plt = _pyplot()
+    validation = validation or {}
+    titles: list[str] = []
     with plt.rc_context(_RC):
         n = len(runs)
-        cols = min(n, 3)
-        nrows = -(-n // cols)
+        cols = max(min(n, 3), 2 if validation else 1)
+        loss_rows = -(-n // cols)
+        nrows = loss_rows + (1 if validation else 0)
         fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.6 * nrows), squeeze=False)
-        for ax in axes.flat[n:]:
+        for ax in axes.flat:
             ax.set_visible(False)
-        for ax, (label, frame) in zip(axes.flat, runs.items()):
+        for ax, (label, frame) in zip(axes[:loss_rows].flat, runs.items()):
+            ax.set_visible(True)
             loss_cols = [c for c in frame.columns if c.startswith("loss")] or [c for c in frame.columns if c not in ("step", "images_per_s")]
             for col in loss_cols:
                 ax.plot(frame["step"], frame[col], label=col, linewidth=1.2)
             ax.set_title(_shorten(label, 40))
+            titles.append(_shorten(label, 40))
             ax.set_xlabel("step")
             if len(loss_cols) == 1:
                 ax.set_ylabel(loss_cols[0])
             ax.grid(alpha=0.3)
             if len(loss_cols) > 1:
                 ax.legend(fontsize=7)
+        if validation:
+            for ax, (col, title) in zip(axes[-1], (("val_psnr", "validation PSNR (dB)"), ("val_ssim", "validation SSIM"))):
+                ax.set_visible(True)
+                for label, frame in validation.items():
+                    ax.plot(frame["step"], frame[col], marker="o", markersize=3, linewidth=1.2, label=_shorten(label, 24))
+                ax.set_title(f"{title}, held-out training images")
+                titles.append(title)
+                ax.set_xlabel("step")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=7)
         fig.tight_layout()
         save_figure(fig, path)
+    return titles
 
 
 def metric_distributions(per_image: dict[str, "object"], metrics: Sequence[tuple[str, str]], path: Path) -> None:
