@@ -3,7 +3,6 @@ progress without a terminal is plain lines, and ``bench list methods`` imports n
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap

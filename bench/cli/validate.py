@@ -98,6 +98,8 @@ def check_param_overrides(spec, names: Sequence[str]) -> list[str]:
     only when none of ``names`` does. Returns notes on methods left out (printed once)."""
     from bench.recipes import param_names
 
+    from bench.config import recipes_dir
+
     have = {n: param_names(n) for n in names}
     notes = []
     keys = [k for k, _ in spec.overrides if k.startswith("params.")]
@@ -110,7 +112,7 @@ def check_param_overrides(spec, names: Sequence[str]) -> list[str]:
             hint = f"did you mean {', '.join(f'params.{c}' for c in close)}?" if close else \
                 f"params: {', '.join(known)}" if known else "it takes no parameters"
             who = f"{names[0]} has no" if len(names) == 1 else f"none of {', '.join(names)} has a"
-            raise click.UsageError(f"{shown}: {who} parameter {leaf!r}; {hint} (each method's params: methods/<name>.yaml)")
+            raise click.UsageError(f"{shown}: {who} parameter {leaf!r}; {hint} (each method's params: {recipes_dir() / '<name>.yaml'})")
         others = [n for n in names if n not in takers]
         if others:
             notes.append(f"{shown} applies to {', '.join(takers)} ({', '.join(others)} {'has' if len(others) == 1 else 'have'} no {leaf!r})")
