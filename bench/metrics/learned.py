@@ -133,12 +133,17 @@ class _InceptionMetric(SetMetric):
         if self.options.inception is not None:
             return {"weights": f"stand-in feature extractor {type(self.options.inception).__name__} (not comparable with published numbers)"}
         path, _ = locate_inception(self.options.inception_path())
-        digest = file_sha256(path)
-        info: dict[str, Any] = {"weights": path.name, "weights_sha256": digest, "standard_weights": digest.startswith(INCEPTION_SHA256_PREFIX)}
-        if not info["standard_weights"]:
-            info["warning"] = (f"{path} is not torch-fidelity's {INCEPTION_FILE} (SHA-256 {digest[:16]}...): "
-                               "scores are not comparable with published ones")
-        return info
+        return checked_weights(path, INCEPTION_SHA256_PREFIX, f"torch-fidelity's {INCEPTION_FILE}")
+
+
+def checked_weights(path: Path, sha256_prefix: str, standard: str) -> dict[str, Any]:
+    """What a result records about a weights file: its name and SHA-256, and whether it is the ``standard``
+    file (its published SHA-256 prefix); a file of another content is flagged, never trusted by its name."""
+    digest = file_sha256(path)
+    info: dict[str, Any] = {"weights": path.name, "weights_sha256": digest, "standard_weights": digest.startswith(sha256_prefix)}
+    if not info["standard_weights"]:
+        info["warning"] = f"{path} is not {standard} (SHA-256 {digest[:16]}...): scores are not comparable with published ones"
+    return info
 
 
 _INCEPTION_NOTE = ("torch-fidelity Inception v3 'inception-v3-compat' (TF 2015-12-05 weights, "
@@ -330,13 +335,7 @@ class LPIPS(Metric):
 
     def weights_info(self) -> dict[str, Any]:
         """The AlexNet file hashed like Inception's: a file of another content is flagged, never trusted by name."""
-        path = hub_checkpoints() / ALEXNET_FILE
-        digest = file_sha256(path)
-        info: dict[str, Any] = {"weights": path.name, "weights_sha256": digest, "standard_weights": digest.startswith(ALEXNET_SHA256_PREFIX)}
-        if not info["standard_weights"]:
-            info["warning"] = (f"{path} is not torchvision's {ALEXNET_FILE} (SHA-256 {digest[:16]}...): "
-                               "scores are not comparable with published ones")
-        return info
+        return checked_weights(hub_checkpoints() / ALEXNET_FILE, ALEXNET_SHA256_PREFIX, f"torchvision's {ALEXNET_FILE}")
 
     def score(self, pred: Tensor, target: Tensor) -> Tensor:
         net = self._net(pred.device)
