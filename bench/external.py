@@ -27,14 +27,14 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from bench.datasets._files import list_files
-from bench.datasets.base import DatasetError
+from bench.datasets.base import DatasetError, SplitPart
 from bench.datasets.io import decode_image, read_image
 from bench.datasets.views import EvalView, resize_short
 from bench.evaluate import Predictor, evaluate
@@ -152,23 +152,6 @@ def check_outputs(folder: Path, images: Any, view: EvalView, on_bad_image: str =
         raise OutputsError(f"{folder}: no usable output for any of the {len(images)} images of {images.name}/{images.split}:"
                            f"\n  {check.describe()}")
     return check
-
-
-class KeptImages:
-    """The images of a split that have a usable output, in order (what an EvalView needs of a split)."""
-
-    def __init__(self, images: Any, kept: Sequence[int]):
-        self.images, self.kept = images, list(kept)
-        self.name, self.card, self.split = images.name, images.card, images.split
-
-    def __len__(self) -> int:
-        return len(self.kept)
-
-    def image_id(self, j: int) -> str:
-        return self.images.image_id(self.kept[j])
-
-    def load(self, j: int) -> Tensor:
-        return self.images.load(self.kept[j])
 
 
 def to_region(view: EvalView, image: Tensor) -> Tensor:
@@ -293,7 +276,7 @@ def score_folder(folder: Path, *, images: Any, name: str, about: str | None, on_
     that check, made already), then scored."""
     full_view = EvalView(images)
     check = check or check_outputs(folder, images, full_view, on_bad_image)
-    view = EvalView(KeptImages(images, check.kept), full_view.protocol)
+    view = EvalView(SplitPart(images, check.kept, "scored"), full_view.protocol)
     if check.problems or check.extra:
         print(f"{name}: left out {len(check.problems)} of {len(images)} image(s) for bad or missing outputs"
               + (f", ignored {len(check.extra)} extra output(s)" if check.extra else "") + f":\n  {check.describe(10)}",

@@ -16,50 +16,13 @@ from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from torch import Tensor
 
-from bench.datasets.base import ImageSet
+from bench.datasets.base import ImageSet, SplitPart
 from bench.datasets.views import resize_short
 from bench.evaluate import colorize
 from bench.metrics.functional import psnr, ssim
 
 VALIDATION = "validation.csv"
-
-
-class SplitPart(ImageSet):
-    """Some images of a split (by index), as a split of its own: the training part or the held-out part.
-
-    It shares the split's card, root and notes (skipped, converted, gray files); its content hash is that
-    of the split plus the ids it keeps, so what is cached per split (Zhang's prior) is cached per part.
-    """
-
-    def __init__(self, base: ImageSet, indices: list[int], role: str):  # not ImageSet.__init__: nothing to scan again
-        self.base, self.indices, self.role = base, list(indices), role
-        self.name, self.data_name, self.needs_root = base.name, base.data_name, base.needs_root
-        self.split, self.card, self.root = base.split, base.card, base.root
-        self.on_bad_image, self.decode_check = base.on_bad_image, base.decode_check
-        self.skipped, self.ignored, self.gray, self.converted = base.skipped, base.ignored, base.gray, base.converted
-        self._identity = None
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def image_id(self, i: int) -> str:
-        return self.base.image_id(self.indices[i])
-
-    def load(self, i: int) -> Tensor:
-        return self.base.load(self.indices[i])
-
-    def fingerprint_parts(self) -> list[str]:
-        return [f"{self.role} of {self.base.identity()['content_hash']}", *(self.image_id(i) for i in range(len(self)))]
-
-    def check_official(self) -> tuple[bool | None, str]:
-        official, note = self.base.official()
-        return (False if official else official), f"the {self.role} part of the split ({note})"
-
-    def short_sides(self) -> list[int] | None:
-        sides = self.base.short_sides()
-        return None if sides is None else [sides[i] for i in self.indices]
 
 
 def held_out_indices(n_split: int, n_wanted: int) -> list[int]:

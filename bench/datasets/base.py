@@ -263,3 +263,40 @@ def as_uint8_rgb(t: Tensor) -> Tensor:
     if t.dtype != torch.uint8 or t.ndim != 3 or t.shape[0] != 3:
         raise ValueError(f"expected a (3, H, W) uint8 tensor, got {tuple(t.shape)} {t.dtype}")
     return t
+
+
+class SplitPart(ImageSet):
+    """Some images of a split (by index), as a split of its own: the training part or the held-out validation
+    part of a training split, or the images of a test split that have outputs to score (``bench score``).
+
+    It shares the split's card, root and notes (skipped, converted, gray files); its content hash is that
+    of the split plus the ids it keeps, so what is cached per split (Zhang's prior) is cached per part.
+    """
+
+    def __init__(self, base: ImageSet, indices: list[int], role: str):  # not ImageSet.__init__: nothing to scan again
+        self.base, self.indices, self.role = base, list(indices), role
+        self.name, self.data_name, self.needs_root = base.name, base.data_name, base.needs_root
+        self.split, self.card, self.root = base.split, base.card, base.root
+        self.on_bad_image, self.decode_check = base.on_bad_image, base.decode_check
+        self.skipped, self.ignored, self.gray, self.converted = base.skipped, base.ignored, base.gray, base.converted
+        self._identity = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def image_id(self, i: int) -> str:
+        return self.base.image_id(self.indices[i])
+
+    def load(self, i: int) -> Tensor:
+        return self.base.load(self.indices[i])
+
+    def fingerprint_parts(self) -> list[str]:
+        return [f"{self.role} of {self.base.identity()['content_hash']}", *(self.image_id(i) for i in range(len(self)))]
+
+    def check_official(self) -> tuple[bool | None, str]:
+        official, note = self.base.official()
+        return (False if official else official), f"the {self.role} part of the split ({note})"
+
+    def short_sides(self) -> list[int] | None:
+        sides = self.base.short_sides()
+        return None if sides is None else [sides[i] for i in self.indices]
