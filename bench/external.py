@@ -53,7 +53,6 @@ from bench.scoring import (
 )
 from bench.store import SCHEMA_VERSION, ResultPaths, code_version, environment, file_sha256, now, result_stem, short_hash, write_json_atomic
 
-EXTERNAL_SEED = 0  # outputs made elsewhere have no seed of ours; results are filed under seed 0
 
 
 class OutputsError(DatasetError):
@@ -230,14 +229,15 @@ def score_external(predict: Predictor, *, images: Any, view: EvalView, name: str
     base: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "method": name, "adapter": None}
 
     def identify() -> tuple[dict[str, Any], ResultPaths | None]:
-        identity = result_identity(method=name, recipe=None, seed=EXTERNAL_SEED, training=None, data=images.identity(),
+        # seed None: outputs made elsewhere have no seed of ours, and the result says so (file <name>-<rid>)
+        identity = result_identity(method=name, recipe=None, seed=None, training=None, data=images.identity(),
                                    prediction=prediction, conventions={n: m.convention for n, m in metrics.items()},
                                    code=scoring_code(), source={"kind": "external", "content_hash": source_hash()})
         rid = identity_hash(identity)[:10]
-        paths = ResultPaths(settings.results, images.name, split, result_stem(name, EXTERNAL_SEED, rid)) if settings.results else None
+        paths = ResultPaths(settings.results, images.name, split, result_stem(name, None, rid)) if settings.results else None
         base.update({
             "result_id": rid, "tag": None, "identity_hash": identity_hash(identity), "dataset": images.identity(),
-            "split": split, "seed": EXTERNAL_SEED, "trained_on": None, "source": source, "recipe": None,
+            "split": split, "seed": None, "trained_on": None, "source": source, "recipe": None,
             "prediction": prediction, "identity": identity, "environment": environment(str(device)), "created": now(),
             "train": None,
         })

@@ -111,7 +111,7 @@ def method_code(adapter: type) -> dict[str, Any]:
 # Result identity
 
 
-def result_identity(*, method: str, recipe: Mapping[str, Any] | None, seed: int, training: str | None,
+def result_identity(*, method: str, recipe: Mapping[str, Any] | None, seed: int | None, training: str | None,
                     data: Mapping[str, Any], prediction: Mapping[str, Any], conventions: Mapping[str, str],
                     code: Mapping[str, Any], source: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything that produced a result. Left out on purpose: the device, thread count, bootstrap resamples
@@ -318,6 +318,8 @@ def labels(results: Sequence[Mapping[str, Any]]) -> list[str]:
 
 @dataclass(frozen=True)
 class Found:
+    """One stored result file and its contents (the report's ``Stored`` adds what tables group it by)."""
+
     path: Path
     data: dict[str, Any]
 

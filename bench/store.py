@@ -5,6 +5,7 @@ Layout under the results root (``--results``, ``$BENCH_RESULTS``, default ``./re
     train/<method>/<dataset>-s<seed>-<id10>/   checkpoint.pt, losses.csv, train.json
     eval/<dataset>/<split>/<method>-s<seed>-<rid>.json  (+ .csv per-image rows, + -samples/ a few outputs,
                                                          + .failed.json: a failed re-run, beside a good result)
+    eval/<dataset>/<split>/<name>-<rid>.json   outputs made elsewhere (``bench score``): no seed of ours
 
 ``<rid>`` is the user's ``--tag`` or the first 10 hex digits of the result's identity hash (see
 :mod:`bench.identity`), so results of different settings live side by side. Schema 1 results
@@ -204,8 +205,9 @@ class ResultPaths:
         self.failed = self.folder / f"{stem}.failed.json"
 
 
-def result_stem(method: str, seed: int, rid: str) -> str:
-    return f"{method}-s{seed}-{rid}"
+def result_stem(method: str, seed: int | None, rid: str) -> str:
+    """``unet-s0-<rid>``; a result with no seed of ours (outputs made elsewhere) is ``<name>-<rid>``."""
+    return f"{method}-{rid}" if seed is None else f"{method}-s{seed}-{rid}"
 
 
 def iter_results(root: Path) -> Iterator[tuple[Path, dict]]:

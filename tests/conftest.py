@@ -25,10 +25,12 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return (out * 255).round().astype(np.uint8)
 
 
-def result_file(folder: Path, method: str, seed: int = 0, failed: bool = False) -> Path:
+def result_file(folder: Path, method: str, seed: int | None = 0, failed: bool = False) -> Path:
     """The one result file of ``method`` in ``folder`` (``eval/<dataset>/<split>``): result names carry a hash
-    of their settings (``<method>-s<seed>-<hash10>.json``); ``failed``: the ``.failed.json`` beside it."""
-    found = [p for p in Path(folder).glob(f"{method}-s{seed}-*.json") if p.name.endswith(".failed.json") == failed]
+    of their settings (``<method>-s<seed>-<hash10>.json``; ``<name>-<hash10>.json`` for outputs made elsewhere,
+    ``seed=None``); ``failed``: the ``.failed.json`` beside it."""
+    pattern = f"{method}-{'[0-9a-f]' * 10}" if seed is None else f"{method}-s{seed}-*"
+    found = [p for p in Path(folder).glob(f"{pattern}.json") if p.name.endswith(".failed.json") == failed]
     assert len(found) == 1, f"expected one {'failed ' if failed else ''}result of {method} in {folder}: {found}"
     return found[0]
 

@@ -59,7 +59,7 @@ def test_score_reproduces_a_run_from_its_saved_outputs(method, dataset, tmp_path
               "--about", "bench run --save-outputs", "--metrics", METRICS, "--bootstrap", "50",
               "--batch-size", run["eval_batch_size"], "--no-progress")
     assert r.exit_code == 0, r.output
-    scored_json = result_file(results / "eval" / dataset / "test", f"{method}-outputs")
+    scored_json = result_file(results / "eval" / dataset / "test", f"{method}-outputs", seed=None)
     scored = json.loads(scored_json.read_text())
     same_numbers(run, scored, run_json.with_suffix(".csv"), scored_json.with_suffix(".csv"))
     assert scored["method"] == f"{method}-outputs" and scored["adapter"] is None and scored["recipe"] is None
@@ -87,7 +87,7 @@ def test_score_names_bad_outputs_and_leaves_them_out_on_request(photos_as_output
     # full-size outputs go through the protocol's view as the ground truth does: the ground truth scores perfectly
     r = bench(*base, "--name", "ground-truth")
     assert r.exit_code == 0, r.output
-    perfect = json.loads(result_file(results / "eval/samples/all", "ground-truth").read_text())
+    perfect = json.loads(result_file(results / "eval/samples/all", "ground-truth", seed=None).read_text())
     assert perfect["n_images"] == 9 * 16 and perfect["metrics"]["psnr"]["mean"] == 100.0
     assert perfect["lightness"]["min_db"] == 100.0
 
@@ -107,15 +107,16 @@ def test_score_names_bad_outputs_and_leaves_them_out_on_request(photos_as_output
 
     r = bench(*base, "--name", "broken", "--on-bad-image", "skip", "--about", "a test folder")
     assert r.exit_code == 0, r.output
-    res = json.loads(result_file(results / "eval/samples/all", "broken").read_text())
+    res = json.loads(result_file(results / "eval/samples/all", "broken", seed=None).read_text())
     assert res["source"]["n_expected"] == 9 and res["source"]["n_scored"] == 6 and res["n_images"] == 6 * 16
+    assert res["seed"] is None and res["identity"]["seed"] is None  # no seed of ours: the result does not invent one
     assert sorted(p["id"] for p in res["source"]["left_out"]) == ["chelsea", "grace_hopper", "rocket"]
     assert res["source"]["extra"] == ["kodim01.png"] and res["source"]["about"] == "a test folder"
     assert "6 of 9" in r.output  # the row says n of N
     flagged = res["lightness"]["flagged"]
     assert flagged and all(f.startswith("coffee#") for f in flagged) and res["lightness"]["n_flagged"] == 16
     assert "WARNING broken on samples/all: 16 output(s) change the input's lightness" in r.output
-    rows = pd.read_csv(result_file(results / "eval/samples/all", "broken").with_suffix(".csv"))
+    rows = pd.read_csv(result_file(results / "eval/samples/all", "broken", seed=None).with_suffix(".csv"))
     assert (rows.loc[rows["id"].str.startswith("coffee#"), "lightness_psnr"] < 30).all()
     assert (rows.loc[~rows["id"].str.startswith("coffee#"), "lightness_psnr"] == 100).all()
     assert re.search(r"^broken +samples +all +96 \(6 of 9 images\) +external ", r.output, re.M)  # n counts tiles
@@ -124,8 +125,9 @@ def test_score_names_bad_outputs_and_leaves_them_out_on_request(photos_as_output
     frame = bench_pkg.load_results(results)
     assert list(zip(frame.method, frame.source, frame.trained_on.isna(), frame.n_images)) == [
         ("broken", "external", True, 96), ("ground-truth", "external", True, 144)]
+    assert frame.seed.isna().all()
     md = render_markdown(build_report(results, tmp_path / "report", pictures=False))
-    broken = next(ln for ln in md.splitlines() if ln.startswith("| broken | 0 |"))
+    broken = next(ln for ln in md.splitlines() if ln.startswith("| broken | — |"))
     assert "| unknown | external [2] | 96 (6 of 9 images) |" in broken, broken
     lowest = res["lightness"]["min_db"]
     note = next(ln for ln in md.splitlines() if ln.startswith("[2] broken: external: outputs made elsewhere, scored here from "))
@@ -154,7 +156,7 @@ def test_score_a_python_callable(tmp_path, results):
     assert as_rgb["method"] == "keep_gray" and as_rgb["lightness"]["n_flagged"] == 0 and "lightness" not in as_lab
     assert as_rgb["source"]["callable"].endswith("keep_gray")
     assert not list(results.rglob("keep_gray-*"))  # no results folder given: nothing written
-    written = result_file(tmp_path / "mine" / "eval/samples/test", "zero-ab")
+    written = result_file(tmp_path / "mine" / "eval/samples/test", "zero-ab", seed=None)
     assert json.loads(written.read_text())["identity_hash"] == as_lab["identity_hash"]
 
     with pytest.raises(ValueError, match="return colourised uint8 RGB of the same shape"):

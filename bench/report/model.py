@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bench.identity import labels, result_id, source_of, source_text, trained_on
+from bench.identity import Found, labels, source_of, source_text, trained_on
 from bench.store import iter_results, short_hash
 
 BASELINE_METHOD = "gray"
@@ -42,12 +42,8 @@ class ReportError(Exception):
 # Reading the store
 
 
-@dataclass(frozen=True)
-class Stored:
-    """One result file and its contents."""
-
-    path: Path
-    data: dict[str, Any]
+class Stored(Found):
+    """One result file and its contents, with what a report groups and labels it by."""
 
     @property
     def method(self) -> str:
@@ -508,8 +504,8 @@ def _train_cell(d: dict[str, Any]) -> Cell:
 def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel, label: str | None = None) -> list[Cell]:
     d = r.data
     label = label or r.method
-    title = f"result {r.method}@{result_id(d)} ({r.path.name})"
-    cells = [Cell(label, r.method, title=title), Cell(str(r.seed), r.seed)]
+    title = f"result {r.method}@{r.id} ({r.path.name})"
+    cells = [Cell(label, r.method, title=title), Cell("—" if r.seed is None else str(r.seed), r.seed)]  # None: outputs made elsewhere
     metrics = d.get("metrics") or {}
     cells += [_metric_cell(metrics.get(name), name, table) for name, _ in columns]
     recipe = d.get("recipe") if isinstance(d.get("recipe"), dict) else {}
@@ -542,7 +538,7 @@ def seeds_text(seeds: Sequence[int | None]) -> str:
 def _aggregate_row(e: Entry, columns: list[tuple[str, dict]], table: TableModel) -> list[Cell]:
     """A setting over several seeds: each metric's mean over seeds ± their sample standard deviation (n - 1);
     the other cells are the seeds' common value (or say how they vary)."""
-    files = ", ".join(f"{r.method}@{result_id(r.data)} ({r.path.name})" for r in e.results)
+    files = ", ".join(f"{r.method}@{r.id} ({r.path.name})" for r in e.results)
     cells = [Cell(e.label, e.method, title=f"{len(e.results)} results, one per seed: {files}"),
              Cell(seeds_text(e.seeds), e.seeds[0])]
     for name, _ in columns:
