@@ -467,9 +467,12 @@ def micro_updates(streams: list[Iterator]) -> Iterator[tuple[int, Any]]:
         for i, stream in enumerate(streams):
             upd = next(stream, None)
             if upd is None:
-                if i == 0:
-                    return
-                raise RuntimeError(f"micro-batch {i} yielded fewer updates than micro-batch 0")
+                if i > 0:
+                    raise RuntimeError(f"micro-batch {i} yielded fewer updates than micro-batch 0")
+                longer = [j for j, s in enumerate(streams[1:], 1) if next(s, None) is not None]
+                if longer:
+                    raise RuntimeError(f"micro-batch {longer[0]} yielded more updates than micro-batch 0")
+                return
             yield i, upd
 
 

@@ -202,6 +202,17 @@ def test_micro_batches_equal_one_batch_n_times_larger(tiny_methods, name, data, 
         assert [float(rb[c]) for c in loss_cols] == pytest.approx([float(ra[c]) for c in loss_cols], rel=1e-5)
 
 
+def test_micro_batches_that_yield_different_updates_are_refused():
+    """A method whose micro-batches yield different sequences of updates cannot be accumulated: each
+    mismatch (fewer, more, another optimiser's) is named rather than stepping on a partial gradient."""
+    seq = lambda *names: iter(names)  # noqa: E731
+    assert list(train_mod.micro_updates([seq("d", "g"), seq("d", "g")])) == [(0, "d"), (1, "d"), (0, "g"), (1, "g")]
+    with pytest.raises(RuntimeError, match="micro-batch 1 yielded fewer updates than micro-batch 0"):
+        list(train_mod.micro_updates([seq("d", "g"), seq("d")]))
+    with pytest.raises(RuntimeError, match="micro-batch 2 yielded more updates than micro-batch 0"):
+        list(train_mod.micro_updates([seq("d"), seq("d"), seq("d", "g")]))
+
+
 # --------------------------------------------------------------------------------------------------
 # EMA
 
