@@ -358,7 +358,7 @@ def find_results(root: Path, method: str, dataset: str, split: str, seed: int | 
     out = []
     for path, data in iter_results(root):
         m, d, sp, sd = _address(path, data)
-        if m != method or d != dataset or sp != split or (seed is not None and sd != seed):
+        if m != method or d != dataset or sp != split or (seed is not None and sd is not None and sd != seed):  # None: no seed of ours
             continue
         if ok_only and data.get("status") != "ok":
             continue

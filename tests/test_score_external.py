@@ -70,6 +70,10 @@ def test_score_reproduces_a_run_from_its_saved_outputs(method, dataset, tmp_path
     assert scored["lightness"]["n_flagged"] == 0  # L + ab, as a method makes it: at most clipped at the gamut
     assert "lightness_psnr" in pd.read_csv(scored_json.with_suffix(".csv")).columns
     assert "external" in r.output  # the table's "trained on" column
+    # outputs made elsewhere have no seed: `compare` finds them beside a seeded run, pixel for pixel the same
+    r = bench("compare", f"{method}-outputs", method, "--dataset", dataset, "--metric", "psnr")
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^psnr \S* +([\d.]+) +\1 +\+0\.0000 .* identical$", r.output, re.M), r.output
 
 
 @pytest.fixture
@@ -113,6 +117,8 @@ def test_score_names_bad_outputs_and_leaves_them_out_on_request(photos_as_output
     assert sorted(p["id"] for p in res["source"]["left_out"]) == ["chelsea", "grace_hopper", "rocket"]
     assert res["source"]["extra"] == ["kodim01.png"] and res["source"]["about"] == "a test folder"
     assert "6 of 9" in r.output  # the row says n of N
+    c = bench("compare", "ground-truth", "broken", "--split", "all", "--metric", "psnr")  # a test-only set
+    assert c.exit_code == 0 and "ground-truth (A) vs broken (B) on samples/all: 96 paired images (tiles of 6 photos" in c.output, c.output
     flagged = res["lightness"]["flagged"]
     assert flagged and all(f.startswith("coffee#") for f in flagged) and res["lightness"]["n_flagged"] == 16
     assert "WARNING broken on samples/all: 16 output(s) change the input's lightness" in r.output

@@ -32,9 +32,10 @@ def _load(results, dataset: str, split: str, reference: str, seed: int | None):
 @click.argument("method_a")
 @click.argument("method_b")
 @click.option("--dataset", "-d", default="samples", show_default=True, help="Dataset of both results (as bench run's default).")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
+              help="Split of both results (all: every image of the dataset scored as one set).")
 @click.option("--metric", "metric_names", multiple=True, help="Metric to compare (repeatable) [default: every per-image metric both have].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs (result file part -s<seed>).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the runs (result file part -s<seed>); outputs made elsewhere have none and match any.")
 @click.option("--seed-b", type=int, default=None, help="Seed of B's run when it differs (e.g. one method, two seeds).")
 @click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True, help="Paired bootstrap resamples.")
 @click.pass_context
