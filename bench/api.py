@@ -26,6 +26,7 @@ from bench.datasets.views import EvalView
 from bench.evaluate import colorize, colorize_full
 from bench.external import ScoreSettings, hashing, score_external
 from bench.identity import TAG_PATTERN
+from bench.recipes import method_names
 from bench.metrics import parse_metric_names
 
 INPUTS = ("rgb", "lab")
@@ -91,6 +92,9 @@ def score(
     label = label if label != "<lambda>" else "python"
     if results is not None and not TAG_PATTERN.fullmatch(label):
         raise ValueError(f"bench.score: name {label!r} names the result files; use 1-40 letters, digits, '-' or '_' (name=...)")
+    if label in method_names():  # as `bench score --name`: its rows must never pass for the method run here
+        raise ValueError(f"bench.score: name {label!r} is a colorbench method; name the system that made the outputs "
+                         f"(name='{label}-mine', say)")
     images = open_split(DATASETS.get(dataset), split, root, on_bad_image=on_bad_image)
     view = EvalView(images)
     if input == "lab":

@@ -169,6 +169,15 @@ def test_score_a_python_callable(tmp_path, results):
         bench_pkg.score(lambda rgb: rgb.float(), metrics="psnr", bootstrap=0)
     with pytest.raises(ValueError, match="choose 'rgb'"):
         bench_pkg.score(keep_gray, input="yuv")
+    def kmeans32(rgb: torch.Tensor) -> torch.Tensor:  # named like a method: its rows would pass for the method's
+        return rgb.clone()
+
+    with pytest.raises(ValueError, match="'kmeans32' is a colorbench method"):
+        bench_pkg.score(kmeans32, metrics="psnr", bootstrap=0, results=tmp_path / "mine")
+    # on the leaderboard the note names the callable, not a folder it never read
+    md = render_markdown(build_report(tmp_path / "mine", tmp_path / "report", pictures=False))
+    note = next(ln for ln in md.splitlines() if ln.startswith("[") and "zero-ab: external" in ln)
+    assert "outputs of the Python callable test\\_score\\_external." in note and "\\<lambda\\> (L -\\> ab), scored here" in note, note
 
 
 def test_import_bench_stays_light():

@@ -453,8 +453,12 @@ def external_provenance(d: dict[str, Any], counts: bool = True) -> str:
     """Where an external result's outputs came from, as its leaderboard note says it."""
     src = source_of(d)
     about = str(src.get("about") or "").strip()
-    text = (f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
-            + (f"; about: {about}" if about else "; no --about text given"))
+    if src.get("callable") and not src.get("predictions"):  # bench.score(fn): outputs of a Python callable
+        where = f"the Python callable {src['callable']} ({'L -> ab' if src.get('input') == 'lab' else 'RGB -> RGB'})"
+        text = f"external: outputs of {where}, scored here" + (f"; about: {about}" if about else "; no about text given")
+    else:
+        text = (f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
+                + (f"; about: {about}" if about else "; no --about text given"))
     light = d.get("lightness") or {}
     if light.get("n_flagged"):  # bench score's lightness check: a colouriser must keep the L it is given
         text += (f"; {light['n_flagged']} output(s) change the input's lightness (PSNR of L below "
