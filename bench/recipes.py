@@ -257,15 +257,25 @@ def recipe_from_dict(data: Mapping[str, Any], where: str) -> MethodRecipe:
     )
 
 
-def with_prediction(recipe: MethodRecipe, tile: int | None = None, overlap: int | None = None) -> MethodRecipe:
-    """``recipe`` predicting as ``--tile``/``--tile-overlap`` say (None: as it does; tile 0: whole images)."""
+def with_prediction(recipe: MethodRecipe, tile: int | None = None, overlap: int | None = None,
+                    overrides: Mapping[str, str] | None = None) -> MethodRecipe:
+    """``recipe`` (a saved model's) predicting as ``--tile``/``--tile-overlap`` and the ``predict.*`` keys of
+    ``overrides`` (``--set``) say; ``--set`` wins, as in a method's recipe. Other keys are refused: a saved
+    model's network and training are fixed (see :func:`fixed_model_overrides`)."""
     import dataclasses
 
-    predict = recipe.predict
+    fixed = fixed_model_overrides(overrides or {})
+    if fixed:
+        raise ConfigError(f"--set {fixed[0]}: a saved model's network and training are fixed; "
+                          "only predict.tile and predict.overlap apply to --checkpoint")
+    values = {k.removeprefix("predict."): v for k, v in (overrides or {}).items()}
     if tile is not None:
-        predict = dataclasses.replace(predict, tile=tile or None)
+        values.setdefault("tile", str(tile) if tile else "null")
     if overlap is not None:
-        predict = dataclasses.replace(predict, overlap=overlap)
+        values.setdefault("overlap", str(overlap))
+    if not values:
+        return recipe
+    predict = build_dataclass(PredictConfig, values, "--set predict / --tile", base=recipe.predict)
     if predict == recipe.predict:
         return recipe
     try:
@@ -273,3 +283,8 @@ def with_prediction(recipe: MethodRecipe, tile: int | None = None, overlap: int 
     except ConfigError as exc:
         raise ConfigError(f"--tile/--tile-overlap: {exc}") from None
     return dataclasses.replace(recipe, predict=predict)
+
+
+def fixed_model_overrides(overrides: Mapping[str, str]) -> list[str]:
+    """The ``--set`` keys a saved model cannot take (all but ``predict.*``)."""
+    return [k for k in overrides if not k.startswith("predict.")]

@@ -175,7 +175,9 @@ def evaluate_model_file(spec: RunSpec, model: ModelFile, split: str, metric_name
     """Evaluate a model rebuilt from one checkpoint file (``bench run --checkpoint``): no training data is
     read. Its result is keyed by the file's SHA-256; it records where the weights came from (``source``) and,
     for a model trained by colorbench, the training data it recorded (``trained_on``)."""
-    recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap)
+    # predict.* of --set applies to a saved model; the rest is for the methods run beside it (the CLI refuses it without)
+    predict = {k: v for k, v in spec.overrides if k.startswith("predict.")}
+    recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap, predict)
     weights = str(model.meta.get("weights") or "trained")
     kind = "checkpoint" if weights == "trained" else "published"
     recorded = model.meta.get("identity") or {}

@@ -126,6 +126,21 @@ def test_train_on_one_dataset_score_on_others_and_score_its_checkpoint_alone(tmp
     assert r.exit_code == 2 and "folder: no --root given" in r.output  # a folder to train on needs --train-root
     r = bench("run", "--methods", "gray", "--dataset", "folder,div2k", "--root", tmp_path, *QUICK)
     assert r.exit_code == 2 and "one --root serves one dataset" in r.output
+    # a saved model's network and training are fixed: only --set predict.* applies to it, and applies
+    for cmd in (["run", "--dataset", "samples", *QUICK], ["colorize", "--out", tmp_path / "out", photo]):
+        for bad in (["--set", "params.width=8"], ["--set", "train.steps=3"]):
+            r = bench(cmd[0], "--checkpoint", ckpt, *bad, *cmd[1:])
+            assert r.exit_code == 2 and "a saved model's network and training are fixed" in r.output, r.output
+    r = bench("run", "--checkpoint", ckpt, "--set", "predict.tile=abc", *QUICK)
+    assert r.exit_code == 2 and "tile must be a number of pixels" in r.output, r.output
+    r = bench("colorize", "--checkpoint", ckpt, "--set", "predict.tile=16", "--out", tmp_path / "out", photo)
+    assert r.exit_code == 0 and "in 16-px tiles" in r.output, r.output
+    r = bench("run", "--checkpoint", ckpt, "--dataset", "samples", "--set", "predict.tile=32", "--tile", "0", "--tag", "t32", *QUICK)
+    assert r.exit_code == 0, r.output  # --set wins over --tile, as in a method's recipe
+    tagged = json.loads((results / "eval/samples/test/kmeans32-s0-t32.json").read_text())
+    assert tagged["prediction"] == {"short_side": 256, "tile": 32, "tile_overlap": 8}
+    r = bench("run", "--methods", "gray", "--checkpoint", ckpt, "--set", "train.steps=3", "--tag", "both", *QUICK)
+    assert r.exit_code == 0 and "note: train.steps applies to gray, not to the --checkpoint models" in r.output, r.output
 
 
 def test_split_all_scores_a_test_only_folder_as_one_set(tmp_path, results):

@@ -191,6 +191,7 @@ def _colorize_checkpoint(spec, path: Path, targets: dict[Path, Path], work_size:
     side its checkpoint records; else the --dataset card's)."""
     from bench.checkpoint import CheckpointError, load_model_file
     from bench.device import pick_device
+    from bench.config import ConfigError
     from bench.recipes import with_prediction
 
     dev = pick_device(spec.device)
@@ -198,7 +199,10 @@ def _colorize_checkpoint(spec, path: Path, targets: dict[Path, Path], work_size:
         model = load_model_file(path, dev)
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="'--checkpoint'") from None
-    recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap)
+    try:
+        recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap, dict(spec.overrides))
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     recorded = ((model.meta.get("identity") or {}).get("dataset") or {}).get("short_side")
     default = recorded if recorded is not None else _card_short_side(spec.dataset)
     size_used = default if work_size is None else (work_size or None)

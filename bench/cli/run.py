@@ -175,7 +175,7 @@ def run(ctx, methods, dataset, root, size, overrides, seed, device, progress, on
 
     if save_outputs and launched_by_torchrun():
         raise click.BadParameter("is for one process; run without torchrun to save outputs", param_hint="'--save-outputs'")
-    models = _load_checkpoints(checkpoints, specs[0])
+    models = _load_checkpoints(checkpoints, specs[0], names)
     main_process = is_main_process()
     note = unavailable_note(metrics, inception_weights) if main_process else None
     if note:
@@ -253,7 +253,7 @@ def _root_for(dataset: str, datasets: list[str], root: str | None) -> str | None
     return root if dataset == readers[0] else None
 
 
-def _load_checkpoints(paths: tuple[str, ...], spec) -> list:
+def _load_checkpoints(paths: tuple[str, ...], spec, names: list[str]) -> list:
     """Every --checkpoint, rebuilt before any work: a file that is missing, not a checkpoint, or needs an adapter
     this installation lacks is a usage error."""
     if not paths:
@@ -261,12 +261,28 @@ def _load_checkpoints(paths: tuple[str, ...], spec) -> list:
     from bench.checkpoint import CheckpointError, load_model_file
     from bench.device import pick_device
 
+    from bench.config import ConfigError
+    from bench.recipes import fixed_model_overrides, with_prediction
+
+    fixed = fixed_model_overrides(dict(spec.overrides)) + (["--pretrained"] if spec.pretrained else [])
+    if fixed and not names:
+        what = "--set " + fixed[0] if fixed[0] != "--pretrained" else fixed[0]
+        raise click.UsageError(f"{what}: a saved model's network and training are fixed; only --set predict.tile / "
+                               "predict.overlap (or --tile, --tile-overlap) apply to --checkpoint")
+    if fixed:
+        click.echo(f"note: {', '.join(fixed)} appl{'ies' if len(fixed) == 1 else 'y'} to {', '.join(names)}, "
+                   "not to the --checkpoint models (their network and training are fixed)", err=True)
+    predict = {k: v for k, v in spec.overrides if k.startswith("predict.")}
     models = []
     for path in dict.fromkeys(paths):
         try:
-            models.append(load_model_file(Path(path), pick_device(spec.device)))
+            model = load_model_file(Path(path), pick_device(spec.device))
+            with_prediction(model.recipe, spec.tile, spec.tile_overlap, predict)  # a bad tiling is refused before any work
         except CheckpointError as exc:
             raise click.BadParameter(str(exc), param_hint="'--checkpoint'") from None
+        except ConfigError as exc:
+            raise click.UsageError(f"--checkpoint {path}: {exc}") from None
+        models.append(model)
     return models
 
 
