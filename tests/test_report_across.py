@@ -179,6 +179,32 @@ def test_external_and_published_rows_are_marked_on_every_leaderboard(tmp_path):
     assert "The rows of this table were trained on different data" in page  # the authors' data, unknown data, toy's
 
 
+def test_rows_scored_on_part_of_the_set_are_not_ranked_and_result_warnings_are_shown(tmp_path):
+    root = tmp_path / "results"
+    make_store(root, methods=("gray", "kmeans32"))
+    # outputs made elsewhere for 4 of the 5 images, the hardest left out: the highest mean, on easier images
+    add_result(root, "theirs", [30.0] * 4, [0.99] * 4, source=external_source("theirs", n_expected=5, n_scored=4))
+    fit = add_result(root, "fitted", [40.0] * 5, [0.5] * 5, run_dir="r", tag="fit")
+    data = json.loads(fit.read_text())
+    data["warnings"] = ["scored on toy/test, which holds the images it was trained on (toy/train): these scores measure "
+                        "how well it fits its training images"]
+    fit.write_text(json.dumps(data))
+    make_store(root, methods=("gray",), dataset="toy2", content_hash=HASH_B)  # two datasets: an overview too
+    rep = build_report(root, tmp_path / "out", pictures=False)
+    table = rep.sections[0].table
+    keys = [h.key for h in table.headers]
+    rows = {r[0].text: r for r in table.rows}
+    psnr, ssim = keys.index("metric:psnr"), keys.index("metric:ssim")
+    assert not rows["theirs"][psnr].bold and not rows["theirs"][ssim].bold  # 4 of 5: not ranked
+    assert rows["fitted · fit"][psnr].bold and rows["gray"][ssim].bold  # the best of the rows scored on all 5
+    overview = {r[0].text: r for r in rep.overview.table.rows}
+    ov_ssim = [h.key for h in rep.overview.table.headers].index("s0:ssim")
+    assert overview["theirs"][ov_ssim].text == "0.9900" and not overview["theirs"][ov_ssim].bold and overview["gray"][ov_ssim].bold
+    md = render_markdown(rep)
+    assert "fitted: scored on toy/test, which holds the images it was trained on (toy/train)" in md  # above the table
+    assert "a row that says n of N images is not ranked" in md
+
+
 def test_load_results_columns_and_values(tmp_path):
     root = seeds_store(tmp_path / "results")
     marked_store(root)

@@ -10,7 +10,8 @@ from bench.report.model import Report, TableModel, describe_group, warnings_of
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]{}<>|#~!&$])")
 
-LEGEND = "± is half the width of the stored 95% confidence interval; bold is the best value of a column."
+LEGEND = ("± is half the width of the stored 95% confidence interval; bold is the best value of a column "
+          "(among rows scored on the whole set: a row that says n of N images is not ranked).")
 SEEDS_LEGEND = ("A row whose seed reads \"mean ± sd of ...\" is one setting over several seeds: its value is the mean of "
                 "the seeds' stored means and ± their sample standard deviation (n-1); each seed's own row is in the "
                 "table of seeds below.")

@@ -16,6 +16,7 @@ The model of a table (:class:`TableModel`: headers, cells, notes) is built here 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import statistics
@@ -113,6 +114,7 @@ class Cell:
     note: int | None = None  # footnote number
     half: float | None = None  # metric cells: half-width of the stored 95% CI
     sd: float | None = None  # metric cells over several seeds: sample standard deviation (n - 1) of their means
+    unranked: bool = False  # scored on part of the set (outputs made elsewhere, some skipped): never bolded as best
 
 
 @dataclass
@@ -511,7 +513,8 @@ def _row(r: Stored, columns: list[tuple[str, dict]], table: TableModel, label: s
     title = f"result {r.method}@{r.id} ({r.path.name})"
     cells = [Cell(label, r.method, title=title), Cell("—" if r.seed is None else str(r.seed), r.seed)]  # None: outputs made elsewhere
     metrics = d.get("metrics") or {}
-    cells += [_metric_cell(metrics.get(name), name, table) for name, _ in columns]
+    part = skipped_images(d) is not None
+    cells += [dataclasses.replace(_metric_cell(metrics.get(name), name, table), unranked=part) for name, _ in columns]
     recipe = d.get("recipe") if isinstance(d.get("recipe"), dict) else {}
     env = d.get("environment") or {}
     commit = str(env.get("git_commit") or "")
@@ -591,15 +594,16 @@ def finish_metric_column(table: TableModel, col: int, higher: Any, bold: bool = 
     cells = [row[col] for row in table.rows]
     values = [c.sort for c in cells if isinstance(c.sort, float)]
     places = _decimals(values)
+    ranked = [c.sort for c in cells if isinstance(c.sort, float) and not c.unranked]
     for c in cells:
         if isinstance(c.sort, float):
             spread = c.sd if c.sd is not None else c.half
             c.text = f"{c.sort:.{places}f}" + (f" ± {spread:.{places}f}" if spread is not None else "")
-    if not bold or higher not in (True, False) or len(set(values)) < 2:
+    if not bold or higher not in (True, False) or len(set(ranked)) < 2:
         return
-    best = max(values) if higher else min(values)
+    best = max(ranked) if higher else min(ranked)
     for c in cells:
-        if c.sort == best:
+        if c.sort == best and not c.unranked:
             c.bold = True
 
 
@@ -704,6 +708,11 @@ def warnings_of(section: Section) -> list[str]:
         out.append(f"The rows of this table were trained on different data ({'; '.join(data)}): a gap between two rows "
                    "is a difference of method and of training data together. Compare rows of one 'trained on' value, "
                    "or read the gap with that in mind.")
+    fits = {}  # a result's own warnings (scored on the images it was trained on), once per method and text
+    for r in g.results:
+        for w in r.data.get("warnings") or []:
+            fits.setdefault(f"{r.method}: {w}", None)
+    out += list(fits)
     skipped = g.info.get("skipped")
     if skipped:
         out.append(f"Images skipped while loading: {skipped if not isinstance(skipped, (list, dict)) else len(skipped)}.")

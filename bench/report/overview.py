@@ -152,7 +152,7 @@ def build_overview(sections: Sequence[Section]) -> Overview | None:
                        else f"seed {e.seeds[0]}")
                 skipped = skipped_images(e.first.data)
                 note = table.add_note(f"{label} on {sections[i].group.title}: {skipped}") if skipped else None
-                cells.append(Cell("", value, title=f"{value:.6g} ({how})", note=note))
+                cells.append(Cell("", value, title=f"{value:.6g} ({how})", note=note, unranked=bool(skipped)))
         table.rows.append(cells)
     if not any(r.method == BASELINE_METHOD for r in rows):
         note = table.add_note(f"the {BASELINE_METHOD} baseline has no result in any table; run: bench run --methods {BASELINE_METHOD} ...")
