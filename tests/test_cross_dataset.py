@@ -123,7 +123,9 @@ def test_train_on_one_dataset_score_on_others_and_score_its_checkpoint_alone(tmp
     assert r.exit_code == 2 and "missing.pt: no checkpoint" in r.output
     assert bench("run", "--methods", "gray", "--train-root", tmp_path).exit_code == 2
     r = bench("run", "--methods", "kmeans32", "--train-on", "folder", "--dataset", "samples", *QUICK)
-    assert r.exit_code == 2 and "folder: no --root given" in r.output  # a folder to train on needs --train-root
+    assert r.exit_code == 2 and "folder: no --train-root given; pass --train-root DIR" in r.output  # the option that works
+    r = bench("run", "--methods", "kmeans32", "--train-on", "folder", "--dataset", "samples", "--root", tmp_path, *QUICK)
+    assert r.exit_code == 2 and "the folder --train-on folder trains on goes in --train-root" in r.output, r.output
     r = bench("run", "--methods", "gray", "--dataset", "folder,div2k", "--root", tmp_path, *QUICK)
     assert r.exit_code == 2 and "one --root serves one dataset" in r.output
     # a saved model's network and training are fixed: only --set predict.* applies to it, and applies

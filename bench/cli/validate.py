@@ -50,8 +50,9 @@ def check_device(name: str | None) -> None:
         raise click.BadParameter(f"{name}: MPS is not available on this machine; use --device cpu", param_hint="'--device'")
 
 
-def check_root(dataset: str, root: str | None) -> None:
-    """``--root``: only for datasets that read files, and then an existing folder."""
+def check_root(dataset: str, root: str | None, option: str = "--root", train_on: str | None = None) -> None:
+    """``--root`` (or ``option``): only for datasets that read files, and then an existing folder.
+    ``train_on``: the --train-on dataset, named in the hint when it is the one that wants a folder."""
     if root is None:
         return
     from bench.datasets import DATASETS
@@ -59,17 +60,19 @@ def check_root(dataset: str, root: str | None) -> None:
     cls = DATASETS.get(dataset)
     if not cls.needs_root:
         readers = ", ".join(n for n in DATASETS.names() if DATASETS.get(n).needs_root)
-        raise click.BadParameter(f"dataset {dataset!r} is built in and reads no folder, so --root would be ignored; "
-                                 f"drop --root, or pick a dataset that reads files ({readers})", param_hint="'--root'")
+        training = train_on is not None and train_on != dataset and DATASETS.get(train_on).needs_root
+        hint = f"; the folder --train-on {train_on} trains on goes in --train-root" if training else ""
+        raise click.BadParameter(f"dataset {dataset!r} is built in and reads no folder, so {option} would be ignored; "
+                                 f"drop {option}, or pick a dataset that reads files ({readers}){hint}", param_hint=f"'{option}'")
     if not root.strip():
-        raise click.BadParameter("is empty; give the folder that holds the dataset", param_hint="'--root'")
+        raise click.BadParameter("is empty; give the folder that holds the dataset", param_hint=f"'{option}'")
     path = Path(root).expanduser()
     what = "your images" if dataset == "folder" else f"the {dataset} images"
     fetch = f", or install {dataset} there with 'bench data fetch {dataset} --root {path}'" if dataset != "folder" else ""
     if not path.exists():
-        raise click.BadParameter(f"{path} does not exist; pass the folder that holds {what}{fetch}", param_hint="'--root'")
+        raise click.BadParameter(f"{path} does not exist; pass the folder that holds {what}{fetch}", param_hint=f"'{option}'")
     if not path.is_dir():
-        raise click.BadParameter(f"{path} is a file, not a folder; pass the folder that holds {what}", param_hint="'--root'")
+        raise click.BadParameter(f"{path} is a file, not a folder; pass the folder that holds {what}", param_hint=f"'{option}'")
 
 
 def check_splits(spec, splits: Iterable[str]) -> None:
@@ -79,7 +82,10 @@ def check_splits(spec, splits: Iterable[str]) -> None:
     check_split_files(spec.dataset, spec.root, spec.on_bad_image, splits)
 
 
-def check_split_files(dataset: str, root: str | None, on_bad_image: str, splits: Iterable[str]) -> None:
+def check_split_files(dataset: str, root: str | None, on_bad_image: str, splits: Iterable[str],
+                      root_option: str = "--root") -> None:
+    """``root_option``: the option that gives this dataset's folder (``--train-root`` for a --train-on set
+    other than the one scored), named in the errors the dataset raises."""
     from bench.datasets import DATASETS
     from bench.datasets.base import DatasetError, open_split
 
@@ -87,7 +93,7 @@ def check_split_files(dataset: str, root: str | None, on_bad_image: str, splits:
         try:
             images = open_split(DATASETS.get(dataset), split, root, on_bad_image=on_bad_image)
         except DatasetError as exc:
-            text = str(exc)
+            text = str(exc) if root_option == "--root" else re.sub(r"--root\b", root_option, str(exc))
             raise click.UsageError(text if text.startswith(dataset) else f"{dataset}/{split}: {text}") from None
         if len(images) == 0:
             raise click.UsageError(f"{dataset}/{split}: no usable image in {images.root or dataset}")
@@ -205,13 +211,14 @@ def validate_run(spec, methods: Sequence[str], splits: Iterable[str], more: Sequ
     trains = any(needs_training(r) for r in recipes.values())
     training_sets = {}
     for s in (spec, *more):
-        check_root(s.dataset, s.root)
+        check_root(s.dataset, s.root, train_on=s.training_dataset)
         if s.train_root is not None:
-            check_root(s.training_dataset, s.train_root)
+            check_root(s.training_dataset, s.train_root, "--train-root")
         training_sets[(s.training_dataset, s.training_root)] = s
     if trains:
         for (dataset, root), s in training_sets.items():
-            check_split_files(dataset, root, s.on_bad_image, ["train"])
+            check_split_files(dataset, root, s.on_bad_image, ["train"],
+                              "--root" if dataset == s.dataset and s.train_root is None else "--train-root")
     for s in (spec, *more):
         check_splits(s, splits)
     check_pixel_cache(recipes, [(d, r, s.on_bad_image) for (d, r), s in training_sets.items()], (spec, *more), splits)
