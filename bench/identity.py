@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 import functools
 import hashlib
 import importlib.util
@@ -386,8 +387,22 @@ def resolve_result(root: Path, reference: str, dataset: str, split: str, seed: i
         if ref is not None and others:
             raise ResultLookupError(f"no result of {method} on {where} matches {ref!r}; the results of {method} there are:\n"
                                     + describe_candidates(others))
-        raise ResultLookupError(f"no result for {method} on {where} under {root}; "
-                                f"run 'bench run --methods {method} --dataset {dataset} --split {split}'")
+        here = [(m, sd) for m, d, sp, sd in (_address(p, data) for p, data in iter_results(root)) if (d, sp) == (dataset, split)]
+        stored = sorted({m for m, _ in here})
+        if method in stored:
+            seeds = sorted({str(sd) for m, sd in here if m == method})
+            there = f"{method} has results there for seed {', '.join(seeds)} (--seed, --seed-b)"
+        else:
+            close = difflib.get_close_matches(method, stored, n=3, cutoff=0.6)
+            there = (f"did you mean {', '.join(close)}? " if close else "") + \
+                (f"results on {dataset}/{split} are of: {', '.join(stored)}" if stored else f"no results on {dataset}/{split} at all")
+        from bench.recipes import method_names  # late: only this error needs the list of methods
+
+        seed_flag = f" --seed {seed}" if seed not in (None, 0) else ""
+        make = (f"to make one, run 'bench run --methods {method} --dataset {dataset} --split {split}{seed_flag}' "
+                "(with the --root or --train-on it needs)") if method in method_names() else \
+            f"{method} is not a colorbench method either (bench list methods)"
+        raise ResultLookupError(f"no result for {method} on {where} under {root}; {there}; {make}")
     raise ResultLookupError(f"{reference} names {len(found)} results on {where}; name one as METHOD@TAG or "
                             f"METHOD@HASH (4+ hex digits):\n" + describe_candidates(found))
 

@@ -205,6 +205,15 @@ def test_rows_scored_on_part_of_the_set_are_not_ranked_and_result_warnings_are_s
     assert "a row that says n of N images is not ranked" in md
 
 
+def test_compare_one_method_across_two_seeds_names_the_seeds(tmp_path):
+    root = seeds_store(tmp_path / "results")
+    r = CliRunner().invoke(main, ["--results", str(root), "compare", "kmeans32", "kmeans32", "--dataset", "toy",
+                                  "--seed", "0", "--seed-b", "1", "--metric", "psnr", "--resamples", "200"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("kmeans32 (seed 0) (A) vs kmeans32 (seed 1) (B) on toy/test: 5 paired images")
+    assert re.search(r"^psnr ↑ +23\.2500 +23\.7500 +-0\.5000 .* significant: kmeans32 \(seed 1\) better$", r.output, re.M), r.output
+
+
 def test_load_results_columns_and_values(tmp_path):
     root = seeds_store(tmp_path / "results")
     marked_store(root)

@@ -63,6 +63,12 @@ def test_settings_live_side_by_side_and_reruns_replace_only_their_own(folder_dat
     assert r.exit_code == 1 and "names 2 results" in r.output  # the tagged run has the same settings, so the same hash
     r = bench("compare", "gray@nothing", "gray@mine", "--dataset", "folder")
     assert r.exit_code == 1 and "matches 'nothing'" in r.output and "gray@mine" in r.output
+    # a name or seed with no result says what there is
+    r = bench("compare", "grey", "gray@mine", "--dataset", "folder")
+    assert r.exit_code == 1 and "did you mean gray? results on folder/test are of: gray; grey is not a colorbench method" in r.output
+    r = bench("compare", "gray", "gray@mine", "--dataset", "folder", "--seed", "3")
+    assert r.exit_code == 1 and "gray has results there for seed 0 (--seed, --seed-b)" in r.output, r.output
+    assert "run 'bench run --methods gray --dataset folder --split test --seed 3'" in r.output
 
     # the report has a row per result, each labelled by how it differs from the other rows of its method
     from bench.report import build_report

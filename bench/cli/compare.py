@@ -74,6 +74,8 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
         raise click.ClickException(f"not a per-image metric of both results: {', '.join(missing)}{hint}; "
                                    f"choices: {', '.join(per_image) or '(none)'}")
 
+    if method_a == method_b and res_a.get("seed") != res_b.get("seed"):  # one method, two seeds: say which is which
+        method_a, method_b = f"{method_a} (seed {res_a.get('seed')})", f"{method_b} (seed {res_b.get('seed')})"
     boot = Bootstrap(resamples=resamples, seed=0)
     clusters = source_images(merged["id"].tolist())
     n_sources = int(clusters.max()) + 1
