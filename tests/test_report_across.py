@@ -214,6 +214,16 @@ def test_compare_one_method_across_two_seeds_names_the_seeds(tmp_path):
     assert re.search(r"^psnr ↑ +23\.2500 +23\.7500 +-0\.5000 .* significant: kmeans32 \(seed 1\) better$", r.output, re.M), r.output
 
 
+def test_a_missing_baseline_note_gives_a_command_that_reads_the_same_folder(tmp_path):
+    root = tmp_path / "results"
+    path = make_store(root, methods=("kmeans32",))["kmeans32"]
+    data = json.loads(path.read_text())
+    data["dataset"]["root"] = "/photos/kodak"
+    path.write_text(json.dumps(data))
+    md = render_markdown(build_report(root, tmp_path / "out", pictures=False))
+    assert "the gray baseline has no result here; run: bench run --methods gray --dataset toy --root /photos/kodak --split test" in md
+
+
 def test_load_results_columns_and_values(tmp_path):
     root = seeds_store(tmp_path / "results")
     marked_store(root)

@@ -347,9 +347,10 @@ def build_table(group: Group, entries: Sequence[Entry] | None = None) -> TableMo
     for e in entries:
         table.rows.append(_aggregate_row(e, columns, table) if e.aggregated else _row(e.first, columns, table, e.label))
     if not any(r.method == BASELINE_METHOD for r in group.results):
+        root = (group.first.data.get("dataset") or {}).get("root")  # where the scored images were read from
         note = table.add_note(
             f"the {BASELINE_METHOD} baseline has no result here; run: bench run --methods {BASELINE_METHOD} "
-            f"--dataset {group.dataset} --split {group.split}"
+            f"--dataset {group.dataset}" + (f" --root {root}" if root else "") + f" --split {group.split}"
         )
         table.rows.append([Cell(BASELINE_METHOD, BASELINE_METHOD, note=note)] + [Cell("not run") for _ in headers[1:]])
     for k, (name, entry) in enumerate(columns):
