@@ -75,16 +75,22 @@ def save_checkpoint(path: Path, method: Method, optimizers: dict, scaler: Any, s
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``: a checkpoint file can never run code."""
+def load_checkpoint(path: Path, device: torch.device | str = "cpu", given: bool = False) -> dict[str, Any]:
+    """Load with ``weights_only=True``: a checkpoint file can never run code. ``given``: a file the user
+    named (``--checkpoint``), perhaps their only copy of a shared model: errors never advise deleting it."""
+    if given:
+        missing, broken = ("no such file; check the path (a run's model is results/train/<method>/<run>/checkpoint.pt)",
+                           "; it may be truncated: copy it again from where it came from, or pass another checkpoint")
+    else:
+        missing, broken = "no checkpoint; train the method first (bench train ...)", "; delete it and retrain"
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: no checkpoint; train the method first (bench train ...)") from None
+        raise CheckpointError(f"{path}: {missing}") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable colorbench checkpoint ({exc}); delete it and retrain") from None
+        raise CheckpointError(f"{path}: not a loadable colorbench checkpoint ({exc}){broken}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: unknown checkpoint format; delete it and retrain")
+        raise CheckpointError(f"{path}: not a colorbench checkpoint (unknown format){broken}")
     return ckpt
 
 
@@ -154,7 +160,7 @@ def load_model_file(path: Path, device: torch.device | str = "cpu") -> ModelFile
     """Rebuild a model from a checkpoint file alone: its recipe and identity travel inside it (or, for
     checkpoints written before that, in the ``train.json`` beside it). No training data is needed."""
     path = Path(path)
-    ckpt = load_checkpoint(path, device)
+    ckpt = load_checkpoint(path, device, given=True)
     meta = dict(ckpt.get("meta") or {})
     if "recipe" not in meta:
         beside = path.parent / TRAIN_JSON

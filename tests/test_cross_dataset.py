@@ -120,7 +120,13 @@ def test_train_on_one_dataset_score_on_others_and_score_its_checkpoint_alone(tmp
 
     # usage errors, before any work
     r = bench("run", "--checkpoint", tmp_path / "missing.pt", *QUICK)
-    assert r.exit_code == 2 and "missing.pt: no checkpoint" in r.output
+    assert r.exit_code == 2 and "missing.pt: no such file; check the path" in r.output
+    cut = tmp_path / "cut.pt"  # a shared file that arrived truncated: never "delete it", it may be the only copy
+    cut.write_bytes(ckpt.read_bytes()[:3000])
+    for cmd in (["run", "--checkpoint", cut, *QUICK], ["colorize", "--checkpoint", cut, "--out", tmp_path / "out", photo]):
+        r = bench(*cmd)
+        assert r.exit_code == 2 and "cut.pt: not a loadable colorbench checkpoint" in r.output, r.output
+        assert "it may be truncated: copy it again" in r.output and "delete" not in r.output
     assert bench("run", "--methods", "gray", "--train-root", tmp_path).exit_code == 2
     r = bench("run", "--methods", "kmeans32", "--train-on", "folder", "--dataset", "samples", *QUICK)
     assert r.exit_code == 2 and "folder: no --train-root given; pass --train-root DIR" in r.output  # the option that works
