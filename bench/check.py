@@ -102,13 +102,21 @@ def entry_of(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+NO_SEED = -1  # outputs made elsewhere (seed null): a key of their own, shown as "—"
+
+
 def key_of(entry: Mapping[str, Any]) -> Key:
-    return (str(entry.get("method")), str(entry.get("dataset")), str(entry.get("split")), int(entry.get("seed") or 0),
+    seed = entry.get("seed")
+    return (str(entry.get("method")), str(entry.get("dataset")), str(entry.get("split")), NO_SEED if seed is None else int(seed),
             str(entry.get("tag") or ""))
 
 
+def seed_text(seed: int) -> str:
+    return "—" if seed == NO_SEED else str(seed)
+
+
 def key_text(key: Key) -> str:
-    return "/".join(map(str, key[:4])) + (f"@{key[4]}" if key[4] else "")
+    return "/".join([*key[:3], seed_text(key[3])]) + (f"@{key[4]}" if key[4] else "")
 
 
 def current_results(root: Path, datasets: Iterable[str] | None = None) -> tuple[dict[Key, list[dict]], dict[Key, dict]]:
@@ -287,7 +295,7 @@ def format_comparison(comp: Comparison) -> str:
     for ln in comp.lines:
         change = "" if ln.baseline is None or ln.current is None else f"{ln.current - ln.baseline:+.6f}"
         status = ln.status + (f": {ln.detail}" if ln.detail else "")
-        rows.append([ln.key[0] + (f"@{ln.key[4]}" if ln.key[4] else ""), ln.key[1], ln.key[2], str(ln.key[3]), ln.metric, _num(ln.baseline), _num(ln.current), change,
+        rows.append([ln.key[0] + (f"@{ln.key[4]}" if ln.key[4] else ""), ln.key[1], ln.key[2], seed_text(ln.key[3]), ln.metric, _num(ln.baseline), _num(ln.current), change,
                      ln.tolerance, status])
     text = text_table(head, rows, right={3, 5, 6, 7, 8})
     if comp.notes:

@@ -206,3 +206,20 @@ def test_a_baseline_entry_picks_its_result_by_id_or_fails_listing_the_candidates
     assert line.status == "AMBIGUOUS" and line.failed and "unet@bbbbbbbbbb" in line.detail and "unet@cccccccccc" in line.detail
     moved = compare({"results": [entry]}, {key: [cur("cccccccccc", 20.0)]}, {}, {})
     assert not moved.failed and any("identity changed since the baseline (aaaaaaaaaa -> cccccccccc" in n for n in moved.notes)
+
+
+def test_outputs_made_elsewhere_are_checked_under_no_seed(tmp_path):
+    from _result_store import add_result, external_source
+
+    root = tmp_path / "results"
+    make_store(root, methods=("gray",))
+    ext = add_result(root, "theirs", [25.0] * 5, [0.9] * 5, source=external_source("theirs"), stem="theirs")
+    edit(ext, lambda d: d.update(seed=None))  # as bench score writes them: no seed of ours
+    baseline = tmp_path / "ci.json"
+    assert bench("check", "--results", str(root), "--baseline", str(baseline), "--update-baseline").exit_code == 0
+    assert [e["seed"] for e in read_baseline(baseline)["results"]] == [0, None]
+    r = bench("check", "--results", str(root), "--baseline", str(baseline))
+    assert r.exit_code == 0 and table_line(r.output, "theirs", "psnr")[:4] == ["theirs", "toy", "test", "—"], r.output
+    edit(ext, lambda d: d["metrics"]["psnr"].update(mean=24.0))
+    r = bench("check", "--results", str(root), "--baseline", str(baseline))
+    assert r.exit_code == 1 and table_line(r.output, "theirs", "psnr")[-2:] == ["DRIFT:", "worse"], r.output
