@@ -216,6 +216,10 @@ def setting_features(data: Mapping[str, Any]) -> dict[str, Any]:
     identity = data.get("identity") or {}
     out["prediction"] = _prediction_text(data.get("prediction") if "prediction" in data else None)
     out["source"] = source_text(data)
+    src = source_of(data)
+    if src.get("kind") == "external":  # outputs made elsewhere: which folder or callable they came from
+        where = src.get("predictions") or src.get("callable")
+        out["outputs"] = None if where is None else (Path(where).name if src.get("predictions") else str(where).rsplit(".", 1)[-1])
     trained = trained_on(data)
     out["trained_on"] = None if trained is None else trained.get("name")
     out["trained_on_data"] = None if trained is None else trained.get("content_hash")
@@ -260,6 +264,8 @@ def describe_setting(key: str, value: Any) -> str:
         return "" if value is None else f"training data {str(value)[:8]}"
     if key in ("training", "code"):
         return f"{key} {str(value)[:8]}"
+    if key == "outputs":
+        return f"from {value}"
     if key == "metrics":
         return f"{len(value)} metric{'' if len(value) == 1 else 's'}"
     return f"{key.split('.', 1)[1]}={_value(value)}"

@@ -133,6 +133,15 @@ def test_seeds_of_one_setting_read_alike_other_training_does_not(tmp_path):
     assert labels([a, c]) == [f"kmeans32 · training {a['identity']['training'][:8]}", f"kmeans32 · training {b['identity']['training'][:8]}"]
 
 
+def test_outputs_of_one_name_from_two_places_are_labelled_by_where_they_came_from(tmp_path):
+    from _result_store import result
+
+    kw = dict(psnr=[20.0] * 5, ssim=[0.9] * 5, ci=None, run_dir=None, file_stem="x")
+    a = result("paper", source=external_source("paper", predictions="/data/release-v1"), **kw)
+    b = result("paper", source=external_source("paper", predictions="/data/release-v2"), **kw)
+    assert labels([a, b]) == ["paper · from release-v1", "paper · from release-v2"]
+
+
 EVIL_ABOUT = "NTIRE 2019 entry <img src=x onerror=alert(3)> | **bold**"
 
 
