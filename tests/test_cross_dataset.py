@@ -169,6 +169,8 @@ def test_split_all_scores_a_test_only_folder_as_one_set(tmp_path, results):
     assert "WARNING kmeans32: scored on folder/all, which holds the images it was trained on" in r.output
     res = json.loads(result_file(results / "eval/folder/all", "kmeans32").read_text())
     assert res["warnings"] and "trained on" in res["warnings"][0]
+    r = bench("compare", "kmeans32", "gray", "--dataset", "folder", "--split", "all", "--resamples", "100")
+    assert r.exit_code == 0 and r.output.startswith("WARNING kmeans32: scored on folder/all, which holds the images"), r.output
 
 
 def test_the_published_zhang_weights_are_scored_as_published_or_unverified(tmp_path, results):

@@ -58,6 +58,9 @@ def compare(ctx, method_a, method_b, dataset, split, metric_names, seed, seed_b,
         if res_a["dataset"].get(key) != res_b["dataset"].get(key):
             raise click.ClickException(f"{method_a} and {method_b} were scored on different data ({key} differs): "
                                        "re-run both on the same dataset version before comparing")
+    for res, name in ((res_a, method_a), (res_b, method_b)):  # e.g. scored on the images it was trained on
+        for warning in res.get("warnings") or []:
+            click.echo(f"WARNING {name}: {warning}")
     for rows, name in ((rows_a, method_a), (rows_b, method_b)):
         if rows["id"].duplicated().any():
             raise click.ClickException(f"{name}: duplicate image ids in its per-image file")
