@@ -33,7 +33,8 @@ def kmeans(x: Tensor, k: int, iters: int = 30, generator: torch.Generator | None
     centres = x[first.to(x.device)]
     d2 = torch.cdist(x, centres).squeeze(1).square()
     for _ in range(1, k):  # k-means++: next centre drawn in proportion to squared distance
-        probs = (d2 / d2.sum().clamp_min(1e-12)).to(generator.device if generator else "cpu")
+        # every point already a centre (fewer distinct colours than k): duplicate centres, drawn uniformly
+        probs = (d2 / d2.sum() if d2.sum() > 0 else torch.ones_like(d2)).to(generator.device if generator else "cpu")
         nxt = torch.multinomial(probs, 1, generator=generator).to(x.device)
         centres = torch.cat([centres, x[nxt]])
         d2 = torch.minimum(d2, (x - x[nxt]).square().sum(1))

@@ -338,3 +338,12 @@ def test_overfits_four_images_beyond_gray(name, overrides, decoded, tiny, tmp_pa
     again = train(load_recipe("zhang-small", "cpu", {**small, "train.steps": "1"}), tiny, results=tmp_path, seed=1, progress=False)
     info2 = json.loads((again.run_dir / "train.json").read_text())["method_info"]
     assert info2["prior_from_cache"] is True and info2["prior_cache"] == info["prior_cache"]
+
+
+def test_kmeans_with_fewer_distinct_points_than_k_repeats_centres_instead_of_failing():
+    from bench.quantize import kmeans
+
+    x = torch.tensor([[0.0, 0.0], [10.0, 5.0]]).repeat(20, 1)  # two colours, 40 pixels, k = 5
+    centres = kmeans(x, 5, iters=3, generator=torch.Generator().manual_seed(0))
+    assert centres.shape == (5, 2)
+    assert {tuple(c) for c in centres.tolist()} == {(0.0, 0.0), (10.0, 5.0)}  # every centre one of the colours

@@ -23,7 +23,7 @@ from bench.quantize import kmeans, nearest
 
 @dataclass(frozen=True)
 class KMeansParams:
-    n_colors: int = ranged(32, low=2)
+    n_colors: int = ranged(32, low=2, high=1024)  # a palette of k ab colours; the k-means seeding needs k distinct pixels
     width: int = ranged(32, low=1)
     kmeans_iters: int = ranged(30, low=1)
     kmeans_pixels: int = ranged(200_000, low=2)  # ab samples the palette is fitted on
