@@ -129,7 +129,10 @@ def test_cli_import_writes_a_checkpoint_that_loads_alone(release_file, tmp_path)
     assert f"-> {res / 'models' / 'zhang-eccv16.pt'}" in r.output
     assert load_model_file(res / "models" / "zhang-eccv16.pt").recipe.params.n_bins == 313
     r = CliRunner().invoke(main, ["--results", str(res), "import", "zhang-eccv16", str(path)])
-    assert r.exit_code == 1 and "--unverified" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "--unverified" in r.output and "Traceback" not in r.output  # usage errors, nothing written
+    for args in (["foo", str(path)], ["zhang-eccv16", str(tmp_path / "nonexist.pth")]):
+        r = CliRunner().invoke(main, ["--results", str(res), "import", *args])
+        assert r.exit_code == 2 and ("no published model 'foo'" in r.output or "nonexist.pth: no such file" in r.output), r.output
 
 
 def test_a_checkpoint_without_recipe_or_train_json_is_refused(tmp_path):

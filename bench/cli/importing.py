@@ -29,7 +29,7 @@ def import_cmd(ctx, name, file, out, unverified) -> None:
     target = Path(out) if out else Path(ctx.find_root().obj["results"]) / "models" / f"{name}.pt"
     try:
         meta = import_published(name, Path(file), target, unverified=unverified)
-    except PublishedWeightsError as exc:
-        raise click.ClickException(str(exc)) from None
+    except PublishedWeightsError as exc:  # an unknown name or a missing, altered or foreign file: found before writing
+        raise click.UsageError(str(exc)) from None
     click.echo(f"{name}: {meta['weights']} weights (SHA-256 {meta['identity']['sha256'][:16]}...) -> {target}")
     click.echo(f"score it with: bench run --checkpoint {target} --dataset DATASET")
