@@ -257,6 +257,14 @@ def test_colorize_command_full_resolution(tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted(p.relative_to(tmp_path / "all").as_posix() for p in (tmp_path / "all").rglob("*.png")) == [
         "more/again.png", "tall.png", "wide.png"]
+    # an unreadable input: named and left out (exit 1), or, with --on-bad-image error, refused before any work
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *common, str(photos), "--out", str(tmp_path / "skip")])
+    assert r.exit_code == 1 and "1 of 4 images could not be read" in r.output and (tmp_path / "skip" / "wide.png").exists()
+    r = runner.invoke(main, ["--results", str(results), "colorize", "-m", "unet", *common, "--on-bad-image", "error", str(photos),
+                             "--out", str(tmp_path / "stop")])
+    assert r.exit_code == 2 and "1 of 4 inputs cannot be read (--on-bad-image error)" in r.output and "broken.png" in r.output
+    assert not (tmp_path / "stop").exists()
 
 
 def test_encoder_matches_torchvision_resnet34():

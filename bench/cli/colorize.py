@@ -147,10 +147,12 @@ def colorize(ctx, method, checkpoint, dataset, root, size, overrides, seed, devi
     if checkpoint is not None:
         check_device(spec.device)
         targets = collect_inputs(images, Path(out))
+        check_inputs(targets, spec.on_bad_image)
         _colorize_checkpoint(spec, Path(checkpoint), targets, work_size)
         return
     recipe = validate_run(spec, [method], [])[method]  # the train split is checked when the method needs training
     targets = collect_inputs(images, Path(out))
+    check_inputs(targets, spec.on_bad_image)
 
     from bench.checkpoint import is_trained, load_trained, run_dir_for
     from bench.device import pick_device
@@ -175,6 +177,25 @@ def colorize(ctx, method, checkpoint, dataset, root, size, overrides, seed, devi
     model = load_trained(recipe, run_dir, dev)
     size_used = _card_short_side(spec.dataset) if work_size is None else (work_size or None)
     _colorize_files(model, recipe.prediction(), size_used, targets, dev)
+
+
+def check_inputs(targets: dict[Path, Path], on_bad_image: str) -> None:
+    """``--on-bad-image error``: every input decodes, or a usage error naming each that does not, before any
+    work. (``skip``, the default: a bad input is named and left out as it comes, and the command exits 1.)"""
+    if on_bad_image != "error":
+        return
+    from bench.datasets.base import DatasetError
+    from bench.datasets.io import read_image
+
+    bad = []
+    for src in targets:
+        try:
+            read_image(src)
+        except DatasetError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise click.UsageError(f"{len(bad)} of {len(targets)} inputs cannot be read (--on-bad-image error); nothing was "
+                               "colourised. Remove or replace them, or pass --on-bad-image skip:\n  " + "\n  ".join(bad))
 
 
 def _card_short_side(dataset: str) -> int | None:
