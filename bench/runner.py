@@ -156,7 +156,8 @@ def evaluate_one(spec: RunSpec, method: str, split: str, metric_names: Sequence[
             "identity_hash": train_meta.get("identity_hash"),
             "checkpoint_sha256": train_meta.get("checkpoint_sha256"),
             "steps": train_meta.get("steps"),
-            "seconds": train_meta.get("seconds"),
+            "seconds": train_meta.get("seconds"),  # summed over sessions when resumed
+            "resumed_from_step": train_meta.get("resumed_from_step"),
             "images_per_s": train_meta.get("images_per_s"),
             "throughput": train_meta.get("throughput"),  # model FLOPs per image and the fraction of matmul peak
             "processes": (train_meta.get("environment") or {}).get("processes", 1),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import random
 import sys
 import time
@@ -213,7 +214,7 @@ def train(
                 print(f"train {recipe.name}: the {name} schedule's {', '.join(far)} lie beyond train.steps {cfg.steps}: "
                       "never reached in this run", file=sys.stderr)
     autocast, scaler = autocast_for(device, cfg.amp)
-    start = 0
+    start, before = 0, 0.0  # before: training seconds of earlier sessions up to the checkpoint resumed from
     pixels = pixel_source(data, train_scale(data, cfg.image_size), cache=pixel_cache and cfg.pixel_cache,
                           device=device, progress=progress)
     train_data, train_pixels, validator = data, pixels, None
@@ -240,6 +241,7 @@ def train(
         rng = ckpt["rng"]
         set_rng_state(rng[d.rank % len(rng)] if isinstance(rng, list) else rng)
         start = int(ckpt["step"])
+        before = float(ckpt.get("seconds") or 0.0)
     else:
         method.prepare_split(train_data)
         # A separate stream of crops (negative sample numbers) so preparation never shifts training data.
@@ -269,7 +271,7 @@ def train(
         "recipe_source": recipe.source,
         "environment": {**environment(str(device)), "processes": d.world,
                         **({"batchnorm": "synchronised" if device.type == "cuda" else "per process"} if d.enabled else {})},
-        "started": now(),
+        "started": _first_start(run_dir / TRAIN_JSON) if start else now(),
         "resumed_from_step": start,
         "method_info": method.extra_info(),
         "pixels": train_pixels.describe(),
@@ -357,6 +359,7 @@ def train(
                 rngs = distributed.gather_objects(rng_state(), d)
                 if d.is_main:
                     extras = {"ema": ema.state_dict() if ema is not None else None,
+                              "seconds": before + time.perf_counter() - t0,
                               "lr": {name: opt.param_groups[0]["lr"] for name, opt in optimizers.items()}}
                     save_checkpoint(ckpt_path, method, optimizers, scaler, done, ident_hash, rngs if d.enabled else rngs[0], extras,
                                     meta=file_meta)
@@ -370,10 +373,12 @@ def train(
         raise
     finally:
         bar.close()
-    seconds = time.perf_counter() - t0
+    session = time.perf_counter() - t0
+    seconds = before + session  # every session's time up to its last checkpoint: the training behind these weights
     trained = cfg.steps - start
-    ips = trained * cfg.batch_size / seconds if trained else None
+    ips = trained * cfg.batch_size / session if trained else None
     meta.update(status="done", steps=cfg.steps, seconds=round(seconds, 3), images_per_s=ips, ended=now(),
+                **({"session_seconds": round(session, 3)} if start else {}),
                 throughput=_throughput(ips, flops, device, cfg.amp, d.world))
     if d.is_main:
         # The checkpoint this run finished with: is_trained() refuses one that differs (e.g. truncated).
@@ -457,6 +462,14 @@ def take_step(method: Method, optimizers: dict[str, torch.optim.Optimizer], L: T
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         scaler.step(opt) if scaler else opt.step()
         yield name, loss_sum, logs_sum
+
+
+def _first_start(train_json: Path) -> str:
+    """When a resumed run first started (its train.json's ``started``); now where that is unreadable."""
+    try:
+        return str(json.loads(train_json.read_text())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return now()
 
 
 def micro_updates(streams: list[Iterator]) -> Iterator[tuple[int, Any]]:

@@ -79,12 +79,15 @@ def test_resume_after_kill_is_bit_identical(tmp_path):
     run_dir = ckpts[0].parent
     meta = json.loads((run_dir / "train.json").read_text())
     assert meta["status"] == "running", "the kill must land mid-run for this test to mean anything"
-    killed_at = load_checkpoint(ckpts[0])["step"]
-    assert 0 < killed_at < 60
+    first = load_checkpoint(ckpts[0])
+    killed_at, before = first["step"], first["seconds"]
+    assert 0 < killed_at < 60 and before > 0
 
     subprocess.run(cmd(res), check=True, env=env, capture_output=True, timeout=300)
-    meta = json.loads((run_dir / "train.json").read_text())
-    assert meta["status"] == "done" and meta["resumed_from_step"] == killed_at
+    again = json.loads((run_dir / "train.json").read_text())
+    assert again["status"] == "done" and again["resumed_from_step"] == killed_at
+    # the time of both sessions (the first up to its checkpoint), and when the run first started
+    assert again["seconds"] == pytest.approx(before + again["session_seconds"], abs=2e-3) and again["started"] == meta["started"]
     ref_dir = next(ref.glob("train/kmeans32/*"))
     assert ref_dir.name == run_dir.name  # same identity hash
     assert same(weights(ref_dir), weights(run_dir))
