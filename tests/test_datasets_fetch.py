@@ -226,6 +226,26 @@ def test_http_error_is_clear(tmp_path, server):
         download(server.url + "missing.zip", tmp_path / "m.zip", progress=False)
 
 
+def test_no_network_fails_at_once_without_promising_a_resume(tmp_path, monkeypatch):
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    from bench.datasets.base import DatasetError
+
+    def no_dns(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
+    t0 = time.perf_counter()
+    with pytest.raises(DatasetError) as exc:
+        download("https://example.invalid/x.zip", tmp_path / "x.zip", retry_wait=30)  # a retry would sleep 30 s
+    assert time.perf_counter() - t0 < 5
+    text = str(exc.value)
+    assert "cannot resolve its host" in text and "no network" in text and "resumes from" not in text
+
+
 def test_existing_unverified_folder_needs_force(tmp_path, server, div2k_zip):
     spec = spec_for(server, "DIV2K_valid_HR.zip", div2k_zip, "DIV2K_valid_HR")
     root = tmp_path / "div2k"

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import stat
+import socket
 import sys
 import tarfile
 import tempfile
@@ -153,10 +154,14 @@ def download(
                 continue
             raise DatasetError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            kept = part.stat().st_size if part.exists() else 0
+            again = f"run the command again: it resumes from {part} ({kept} bytes)" if kept else "run the command again"
+            if isinstance(getattr(exc, "reason", None), socket.gaierror):  # no DNS, no network: waiting will not help
+                raise DatasetError(f"download of {url} failed: cannot resolve its host ({exc.reason}); this machine seems "
+                                   f"to have no network. Connect it and {again}, or install the files by hand "
+                                   "(bench data list says where they go)") from None
             if attempt == retries:
-                raise DatasetError(
-                    f"download of {url} failed after {retries + 1} attempts ({exc}); run the command again: it resumes from {part}"
-                ) from None
+                raise DatasetError(f"download of {url} failed after {retries + 1} attempts ({exc}); {again}") from None
             print(f"{dest.name}: {exc}; resuming (attempt {attempt + 2} of {retries + 1})", file=sys.stderr)
             time.sleep(min(retry_wait * 2**attempt, 60))
     os.replace(part, dest)
