@@ -265,6 +265,21 @@ def test_size_announced_and_no_room_refused(tmp_path, monkeypatch):
     assert "folder/train: already prepared" in again.output and "decoding" not in again.output
 
 
+def test_prepare_names_bad_files_and_exits_as_run_does(tmp_path):
+    root = write_folder_dataset(tmp_path / "photos", n=6)
+    for name in ("zero.png", "broken.jpg"):
+        (root / name).write_bytes(b"" if name == "zero.png" else b"not an image")
+    out = CliRunner().invoke(cli, ["data", "prepare", "folder", "--root", str(root), "--split", "all", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    skipped = [ln for ln in out.output.splitlines() if ln.startswith("  ") and ": cannot decode as an image" in ln]
+    assert sorted(ln.split(":")[0].strip() for ln in skipped) == ["broken.jpg", "zero.png"], out.output  # each, with why
+    out = CliRunner().invoke(cli, ["data", "prepare", "folder", "--root", str(root), "--on-bad-image", "error"])
+    assert out.exit_code == 2 and "bad file(s)" in out.output  # a usage error before any work, as for bench run
+    (tmp_path / "empty").mkdir()
+    out = CliRunner().invoke(cli, ["data", "prepare", "folder", "--root", str(tmp_path / "empty")])
+    assert out.exit_code == 2 and "no images" in out.output
+
+
 def test_stl10_reads_its_memory_map_without_a_cache(tmp_path):
     write_stl10(tmp_path, n_train=3, n_test=2)
     images = DATASETS.get("stl10")("train", tmp_path)

@@ -141,15 +141,19 @@ def prepare(name, root, split, on_bad_image, progress) -> None:
     at the scale runs read it: the card's short_side (evaluation with mode full: full size). Training and
     evaluation otherwise build it on first use. (A recipe whose crops exceed short_side reads a cache at the
     crop size, built on first use.)"""
-    from bench.cli.validate import check_root
+    from bench.cli.validate import check_root, check_split_files
     from bench.datasets.base import open_split
     from bench.datasets.cache import ensure_cache, human_bytes, scale_text
     from bench.datasets.views import eval_scale
 
     cls, card = _card(name)
     check_root(name, root)  # usage errors (exit 2) before anything is decoded
-    for s in ["train", "test"] if split == "all" else [split]:
+    splits = ["train", "test"] if split == "all" else [split]
+    check_split_files(name, root, on_bad_image, splits)  # missing, empty, or bad files under error: exit 2, as for run
+    for s in splits:
         images = open_split(cls, s, root, on_bad_image=on_bad_image)
+        for line in images.report():  # skipped (each with its reason), converted and gray files, as training names them
+            click.echo(line, err=True)
         scale = card.short_side if s == "train" else eval_scale(card.eval_protocol())
         if images.memory_mapped and scale is None:
             click.echo(f"{name}/{s}: no cache needed: its files are uint8 pixels, read through a memory map")
