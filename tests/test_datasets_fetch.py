@@ -328,6 +328,15 @@ def test_cli_fetch_landscape_prints_kaggle_command(tmp_path):
     assert not (tmp_path / "land").exists()
 
 
+def test_data_list_says_folder_has_no_default_place(tmp_path, monkeypatch):
+    from bench.cli import main
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path))
+    r = CliRunner().invoke(main, ["data", "list", "folder"])
+    assert r.output.startswith("folder: any folder of images, given with --root DIR (it has no default place)"), r.output
+    assert str(tmp_path) not in r.output  # no place that would never be read
+
+
 def test_real_cards_carry_published_checksums():
     from bench.config import DatasetCard
     from bench.datasets._fetch import card_downloads

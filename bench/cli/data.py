@@ -77,7 +77,11 @@ def _status_lines(name: str, root: str | None) -> list[str]:
     from bench.config import DatasetCard
     from bench.datasets.base import default_root
 
-    head = f"{name}: " + (str(default_root(cls.data_name or cls.name, root)) if cls.needs_root else "built in (no files to fetch)")
+    if cls.name == "folder" and root is None:  # any folder of images: it has no default place
+        where = "any folder of images, given with --root DIR (it has no default place)"
+    else:
+        where = str(default_root(cls.data_name or cls.name, root)) if cls.needs_root else "built in (no files to fetch)"
+    head = f"{name}: {where}"
     expected = DatasetCard.load(cls.data_name or cls.name).images
     if expected:
         head += "  [official: " + ", ".join(f"{k} {v:,}" for k, v in expected.items()) + "]"
