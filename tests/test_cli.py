@@ -104,3 +104,15 @@ def test_failed_training_is_recorded(folder_dataset, results):
     assert f"1 of 1 method(s) failed:\n  kmeans32: training failed (recorded in {path})" in r.output
     res = json.loads(path.read_text())
     assert res["status"] == "failed" and res["stage"] == "train" and "kmeans" in res["error"]
+
+
+def test_our_warnings_read_as_one_line_on_the_terminal():
+    code = ("import warnings; from click.testing import CliRunner; from bench.cli import main; "
+            "from bench.methods._nets import PretrainedWeightsMissing; "
+            "assert CliRunner().invoke(main, ['list', 'methods']).exit_code == 0; "
+            "warnings.warn('weights missing', PretrainedWeightsMissing); warnings.warn('theirs', DeprecationWarning)")
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[0] == "WARNING: weights missing"  # ours: the message alone
+    assert "DeprecationWarning: theirs" in out.stderr and "<string>:1" in out.stderr  # others: Python's own format

@@ -48,8 +48,24 @@ def main(ctx: click.Context, results: str | None) -> None:
     from bench.sysutil import keep_freed_memory
 
     keep_freed_memory()
+    _plain_warnings()
     ctx.ensure_object(dict)
     ctx.obj["results"] = Path(results or os.environ.get("BENCH_RESULTS", "results"))
+
+
+def _plain_warnings() -> None:
+    """colorbench's own warnings (missing pretrained weights, ...) read as one line on the terminal, not as
+    Python's file:line report with a source line; other libraries' warnings keep Python's format."""
+    import warnings
+
+    python_format = warnings.formatwarning
+
+    def formatwarning(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("bench."):
+            return f"WARNING: {message}\n"
+        return python_format(message, category, filename, lineno, line)
+
+    warnings.formatwarning = formatwarning
 
 
 for _command in (list_cmd, train, train_all, run, score, colorize, compare, data, import_cmd, report, check):
