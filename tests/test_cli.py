@@ -95,10 +95,15 @@ def test_run_writes_results_and_table(folder_dataset, results, tmp_path, monkeyp
     assert "kmeans32: already trained" in r2.output and "gray: needs no training" in r2.output
 
 
-def test_failed_training_is_recorded(folder_dataset, results):
-    # valid settings (n_colors >= 2) that fail only when training meets the data: exit 1, not a usage error
-    r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST,
-               "--set", "params.n_colors=100000")
+def test_failed_training_is_recorded(folder_dataset, results, monkeypatch):
+    # valid settings that fail only once training runs (here the palette fit, made to fail): exit 1, not a usage error
+    import bench.methods.kmeans_cnn as kmeans_cnn
+
+    def broken_kmeans(*args, **kwargs):
+        raise ValueError("kmeans: no usable ab samples")
+
+    monkeypatch.setattr(kmeans_cnn, "kmeans", broken_kmeans)
+    r = invoke("run", "--methods", "kmeans32", "--dataset", "folder", "--root", str(folder_dataset), *FAST)
     path = result_file(results / "eval/folder/test", "kmeans32", failed=True)
     assert r.exit_code == 1 and "kmeans32: training FAILED" in r.output
     assert f"1 of 1 method(s) failed:\n  kmeans32: training failed (recorded in {path})" in r.output

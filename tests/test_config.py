@@ -112,7 +112,7 @@ def test_every_numeric_train_field_declares_a_range():
     ("train.grad_clip=0", "train.grad_clip must be a number > 0"),
     ("train.image_size=16", "train.image_size must be an integer >= 32"),
     ("train.num_workers=-1", "train.num_workers must be an integer >= 0"),
-    ("params.n_colors=1", "params.n_colors must be an integer >= 2"),
+    ("params.n_colors=1", "params.n_colors must be an integer in [2, 1024]"),
     ("steps=5", "the key must be train.<field>, params.<field> or predict.<field> (did you mean train.steps?)"),
 ])
 def test_out_of_range_values_name_field_and_range(item, message):
@@ -147,3 +147,12 @@ def test_recipe_descriptions_name_the_decoding_their_params_use():
         named = {d for d, word in DECODINGS.items() if word in listed[name].lower()}
         assert named <= {decode}, f"{name}: its description names {named} decoding, its params decode with {decode!r}"
     assert "annealed" in listed["kmeans32"]
+
+
+def test_kmeans32_palette_settings_are_checked_together():
+    from bench.recipes import load_recipe
+
+    with pytest.raises(ConfigError, match="kmeans_pixels 10 is fewer than n_colors 32"):
+        load_recipe("kmeans32", "cpu", {"params.kmeans_pixels": "10"})
+    with pytest.raises(ConfigError, match=r"params.n_colors must be an integer in \[2, 1024\]"):
+        load_recipe("kmeans32", "cpu", {"params.n_colors": "100000"})

@@ -23,7 +23,7 @@ from bench.quantize import kmeans, nearest
 
 @dataclass(frozen=True)
 class KMeansParams:
-    n_colors: int = ranged(32, low=2, high=1024)  # a palette of k ab colours; the k-means seeding needs k distinct pixels
+    n_colors: int = ranged(32, low=2, high=1024)  # a palette of k ab colours
     width: int = ranged(32, low=1)
     kmeans_iters: int = ranged(30, low=1)
     kmeans_pixels: int = ranged(200_000, low=2)  # ab samples the palette is fitted on
@@ -34,6 +34,9 @@ class KMeansParams:
         if self.decode not in ("annealed", "argmax"):
             raise ValueError(f"decode must be 'annealed' or 'argmax', got {self.decode!r}")
         check_ranges(self, "params.")
+        if self.kmeans_pixels < self.n_colors:
+            raise ValueError(f"kmeans_pixels {self.kmeans_pixels} is fewer than n_colors {self.n_colors}: "
+                             "k-means needs at least one ab sample per colour")
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
