@@ -85,6 +85,12 @@ class RunSpec:
             recipe = load_recipe(method, self.size, {**overrides, "params.pretrained": "true"})
         return recipe
 
+    def saved_model_recipe(self, recipe: MethodRecipe) -> MethodRecipe:
+        """A saved model's recipe (``--checkpoint``) predicting as ``--tile``/``--tile-overlap`` and ``--set
+        predict.*`` say; other ``--set`` keys are for the methods run beside it (the CLI refuses them without)."""
+        predict = {k: v for k, v in self.overrides if k.startswith("predict.")}
+        return with_prediction(recipe, self.tile, self.tile_overlap, predict)
+
     def images(self, split: str, crop: int | None = None) -> ImageSet:
         """A split of the evaluation dataset, with what was skipped/converted/gray and its official status
         reported on stderr (once per process and content)."""
@@ -176,9 +182,7 @@ def evaluate_model_file(spec: RunSpec, model: ModelFile, split: str, metric_name
     """Evaluate a model rebuilt from one checkpoint file (``bench run --checkpoint``): no training data is
     read. Its result is keyed by the file's SHA-256; it records where the weights came from (``source``) and,
     for a model trained by colorbench, the training data it recorded (``trained_on``)."""
-    # predict.* of --set applies to a saved model; the rest is for the methods run beside it (the CLI refuses it without)
-    predict = {k: v for k, v in spec.overrides if k.startswith("predict.")}
-    recipe = with_prediction(model.recipe, spec.tile, spec.tile_overlap, predict)
+    recipe = spec.saved_model_recipe(model.recipe)
     weights = str(model.meta.get("weights") or "trained")
     kind = "checkpoint" if weights == "trained" else "published"
     recorded = model.meta.get("identity") or {}

@@ -262,7 +262,7 @@ def _load_checkpoints(paths: tuple[str, ...], spec, names: list[str]) -> list:
     from bench.device import pick_device
 
     from bench.config import ConfigError
-    from bench.recipes import fixed_model_overrides, with_prediction
+    from bench.recipes import fixed_model_overrides
 
     fixed = fixed_model_overrides(dict(spec.overrides)) + (["--pretrained"] if spec.pretrained else [])
     if fixed and not names:
@@ -272,12 +272,11 @@ def _load_checkpoints(paths: tuple[str, ...], spec, names: list[str]) -> list:
     if fixed:
         click.echo(f"note: {', '.join(fixed)} appl{'ies' if len(fixed) == 1 else 'y'} to {', '.join(names)}, "
                    "not to the --checkpoint models (their network and training are fixed)", err=True)
-    predict = {k: v for k, v in spec.overrides if k.startswith("predict.")}
     models = []
     for path in dict.fromkeys(paths):
         try:
             model = load_model_file(Path(path), pick_device(spec.device))
-            with_prediction(model.recipe, spec.tile, spec.tile_overlap, predict)  # a bad tiling is refused before any work
+            spec.saved_model_recipe(model.recipe)  # a bad tiling is refused before any work
         except CheckpointError as exc:
             raise click.BadParameter(str(exc), param_hint="'--checkpoint'") from None
         except ConfigError as exc:
