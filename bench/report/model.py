@@ -458,10 +458,11 @@ def external_provenance(d: dict[str, Any], counts: bool = True) -> str:
     about = str(src.get("about") or "").strip()
     if src.get("callable") and not src.get("predictions"):  # bench.score(fn): outputs of a Python callable
         where = f"the Python callable {src['callable']} ({'L -> ab' if src.get('input') == 'lab' else 'RGB -> RGB'})"
-        text = f"external: outputs of {where}, scored here" + (f"; about: {about}" if about else "; no about text given")
+        text, no_about = f"external: outputs of {where}, scored here", "no about text given"
     else:
-        text = (f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
-                + (f"; about: {about}" if about else "; no --about text given"))
+        text = f"external: outputs made elsewhere, scored here from {src.get('predictions') or 'a folder'}"
+        no_about = "no --about text given"
+    text += f"; about: {about}" if about else f"; {no_about}"
     light = d.get("lightness") or {}
     if light.get("n_flagged"):  # bench score's lightness check: a colouriser must keep the L it is given
         text += (f"; {light['n_flagged']} output(s) change the input's lightness (PSNR of L below "
